@@ -1,0 +1,5 @@
+"""``python -m snnlab`` is the ``snnlab`` command."""
+
+from .cli import app
+
+app()

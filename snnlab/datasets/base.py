@@ -1,0 +1,26 @@
+"""What every dataset builder returns, and the loader options every dataset shares."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import Dataset
+
+
+class DatasetSplits(NamedTuple):
+    """Train and test sets of ``(x [T, ...], label)``, the per-step input shape and the class count."""
+
+    train: Dataset
+    test: Dataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+class DataOptions(BaseModel):
+    """Options of the ``data`` section shared by every dataset; each dataset adds its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    batch_size: int = Field(64, ge=1)
+    test_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
+    num_workers: int = Field(0, ge=0)

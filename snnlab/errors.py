@@ -1,0 +1,31 @@
+"""The errors snnlab reports to users, each saying where the problem is and what was expected."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+class SnnlabError(Exception):
+    """Base of every error that the CLI reports as a message (exit code 2) instead of a traceback."""
+
+
+class ConfigError(SnnlabError):
+    """A bad experiment configuration: names the file, each offending key path and what was expected."""
+
+    def __init__(self, issues: Sequence[tuple[str, str]], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        lines = [f"{where}{path}: {message}" if path else f"{where}{message}" for path, message in self.issues]
+        return "\n".join(lines)
+
+    def with_source(self, source: str) -> "ConfigError":
+        """The same error, attributed to the file it came from."""
+        return ConfigError(self.issues, source)
+
+
+class UnsupportedNetwork(SnnlabError):
+    """A rule cannot train a network: names the block and the reason."""

@@ -1,0 +1,15 @@
+"""Neuron models, registered under the names used in YAML (``network.neuron.model``)."""
+
+from ..registry import Registry
+from .base import MembraneState, Neuron, NoState, State, detach_state
+from .li import LI
+from .lif import IF, LIF
+from .nonspiking import NonSpiking
+
+NEURONS: Registry[Neuron] = Registry("neuron", key="model")
+NEURONS.register("lif", LIF)
+NEURONS.register("if", IF)
+NEURONS.register("li", LI)
+NEURONS.register("nonspiking", NonSpiking)
+
+__all__ = ["NEURONS", "IF", "LI", "LIF", "MembraneState", "Neuron", "NoState", "NonSpiking", "State", "detach_state"]

@@ -1,0 +1,67 @@
+"""The membrane leak shared by LIF and the leaky integrator: a decay factor beta, fixed or learnable."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Discretization = Literal["exp", "euler"]
+
+
+def decay_factor(tau: float, dt: float, discretization: Discretization) -> float:
+    """beta from a time constant: exp(-dt/tau) (exact zero-order hold) or 1 - dt/tau (Euler)."""
+    if discretization == "exp":
+        return math.exp(-dt / tau)
+    return 1.0 - dt / tau
+
+
+def charge(x: Tensor, v: Tensor, beta: Tensor | float, decay_input: bool) -> Tensor:
+    """Pre-reset membrane h = beta v + (1 - beta) x, or beta v + x when ``decay_input`` is false."""
+    if decay_input:
+        return beta * v + (1 - beta) * x
+    return beta * v + x
+
+
+class Leak(nn.Module):
+    """Holds beta; with ``learnable`` it is one parameter per layer, beta = sigmoid(w) (PLIF, Fang et al. 2021).
+
+    The sigmoid keeps beta in (0, 1) whatever the optimiser does, for either
+    discretisation, and is initialised so that beta starts at the value ``tau`` gives.
+    """
+
+    def __init__(self, tau: float, dt: float, discretization: Discretization, learnable: bool) -> None:
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.dt = dt
+        self.discretization = discretization
+        beta = decay_factor(tau, dt, discretization)
+        if not 0 <= beta <= 1:
+            raise ValueError(f"tau={tau}, dt={dt} with {discretization} discretisation gives beta={beta}, outside [0, 1]")
+        self.learnable = learnable
+        if learnable:
+            if not 0 < beta < 1:
+                raise ValueError(f"a learnable tau needs 0 < beta < 1, got beta={beta}")
+            self.w = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
+        else:
+            self._beta = beta
+
+    @property
+    def beta(self) -> Tensor | float:
+        return torch.sigmoid(self.w) if self.learnable else self._beta
+
+    @property
+    def tau(self) -> float:
+        """The time constant that the current beta corresponds to, in the units of ``dt``."""
+        beta = float(self.beta)
+        if beta >= 1:
+            return math.inf
+        if self.discretization == "exp":
+            return -self.dt / math.log(beta) if beta > 0 else 0.0
+        return self.dt / (1 - beta)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:.4g}, dt={self.dt}, discretization={self.discretization}, learnable={self.learnable}"

@@ -1,0 +1,161 @@
+r"""Leaky integrate-and-fire (LIF), its learnable-tau form (PLIF) and integrate-and-fire (IF).
+
+.. math::
+
+    h[t] = \beta v[t-1] + (1 - \beta) x[t] \quad(\text{or } \beta v[t-1] + x[t] \text{ without decay\_input})
+
+    s[t] = H(h[t] - \vartheta)
+
+    v[t] = h[t] - \vartheta s[t] \;(\text{soft}) \quad\text{or}\quad h[t](1 - s[t]) + v_{reset} s[t] \;(\text{hard})
+
+with :math:`\beta = e^{-dt/\tau}` (or :math:`1 - dt/\tau` for Euler) and H the
+Heaviside step (spike when :math:`h > \vartheta`), differentiated through a surrogate.
+
+Mapping to other libraries (tested in ``tests/test_lif.py``):
+
+* snnTorch ``Leaky(beta, threshold, reset_mechanism="subtract", reset_delay=False)``
+  is ``LIF(tau=-1/ln(beta), decay_input=False, reset="soft")``; ``"zero"`` is
+  ``reset="hard", v_reset=0``. snnTorch's default ``reset_delay=True`` applies the
+  reset one step late, which no snnlab setting reproduces.
+* SpikingJelly ``LIFNode(tau=k, decay_input=d, v_reset=None)`` is
+  ``LIF(tau=k, discretization="euler", decay_input=d, reset="soft")``; with a
+  ``v_reset`` SpikingJelly leaks toward ``v_reset`` rather than 0, which matches
+  here only for ``v_reset=0``. SpikingJelly fires on ``h >= threshold``.
+* NIR ``LIF`` (continuous time) is exported with tau scaled by the ``dt`` used.
+
+Example::
+
+    >>> import torch
+    >>> from snnlab.neurons import LIF
+    >>> lif = LIF(tau=2.0, reset="soft")
+    >>> spikes, state = lif(torch.rand(8, 4, 10) * 3)   # [T, B, N]
+    >>> spikes.shape
+    torch.Size([8, 4, 10])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..surrogates import Surrogate, SurrogateSpec, surrogate as make_surrogate
+from .base import MembraneState, Neuron
+from .leak import Discretization, Leak, charge
+from .li import LI
+
+Reset = Literal["soft", "hard"]
+
+
+def fire_and_reset(
+    h: Tensor,
+    threshold: Tensor | float,
+    surrogate: Surrogate,
+    reset: Reset,
+    v_reset: float,
+    detach_reset: bool,
+) -> tuple[Tensor, Tensor]:
+    """Spike where h exceeds the threshold, then reset: returns (s, v)."""
+    s = surrogate.spike(h - threshold)
+    s_r = s.detach() if detach_reset else s
+    if reset == "soft":
+        v = h - threshold * s_r
+    else:
+        v = h * (1 - s_r) + v_reset * s_r
+    return s, v
+
+
+class LIF(Neuron):
+    """Leaky integrate-and-fire neuron; ``learn_tau=True`` gives PLIF, ``learn_threshold=True`` a learnable threshold.
+
+    Args:
+        tau: membrane time constant, in units of ``dt`` (time steps by default).
+        dt: the time step.
+        discretization: ``exp`` (beta = exp(-dt/tau)) or ``euler`` (beta = 1 - dt/tau, SpikingJelly's).
+        threshold: firing threshold.
+        reset: ``soft`` subtracts the threshold, ``hard`` sets the membrane to ``v_reset``.
+        v_reset: membrane value after a hard reset.
+        decay_input: scale the input by (1 - beta) (SpikingJelly's default) or not (snnTorch's ``Leaky``).
+        detach_reset: let no gradient flow through the reset.
+        surrogate: the pseudo-derivative of the spike; a name or ``{name, alpha}``.
+        learn_tau: learn one decay per layer (PLIF), beta = sigmoid(w).
+        learn_threshold: learn one threshold per layer.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        dt: float = 1.0,
+        discretization: Discretization = "exp",
+        threshold: float = 1.0,
+        reset: Reset = "soft",
+        v_reset: float = 0.0,
+        decay_input: bool = True,
+        detach_reset: bool = False,
+        surrogate: SurrogateSpec = "atan",
+        learn_tau: bool = False,
+        learn_threshold: bool = False,
+    ) -> None:
+        super().__init__()
+        self.leak = Leak(tau, dt, discretization, learnable=learn_tau)
+        self.decay_input = decay_input
+        self.reset = reset
+        self.v_reset = v_reset
+        self.detach_reset = detach_reset
+        self.surrogate = make_surrogate(surrogate)
+        if learn_threshold:
+            self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        else:
+            self.threshold = float(threshold)
+
+    def initial_state(self, like: Tensor) -> MembraneState:
+        return MembraneState(torch.zeros_like(like))
+
+    def charge(self, x_t: Tensor, state: MembraneState) -> Tensor:
+        """The pre-reset membrane h[t], for rules that need it (rate-based BP, DFA)."""
+        return charge(x_t, state.v, self.leak.beta, self.decay_input)
+
+    def step(self, x_t: Tensor, state: MembraneState) -> tuple[Tensor, MembraneState]:
+        h = self.charge(x_t, state)
+        s, v = fire_and_reset(h, self.threshold, self.surrogate, self.reset, self.v_reset, self.detach_reset)
+        return s, MembraneState(v)
+
+    def readout_form(self) -> LI:
+        return LI(
+            tau=self.leak.tau,
+            dt=self.leak.dt,
+            discretization=self.leak.discretization,
+            decay_input=self.decay_input,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"threshold={float(self.threshold):.4g}, reset={self.reset}, decay_input={self.decay_input}, "
+            f"detach_reset={self.detach_reset}, surrogate={self.surrogate.name}({self.surrogate.alpha})"
+        )
+
+
+class IF(LIF):
+    """Integrate-and-fire: LIF without leak, h = v + x."""
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        reset: Reset = "soft",
+        v_reset: float = 0.0,
+        detach_reset: bool = False,
+        surrogate: SurrogateSpec = "atan",
+        learn_threshold: bool = False,
+    ) -> None:
+        super().__init__(
+            tau=math.inf,
+            decay_input=False,
+            threshold=threshold,
+            reset=reset,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            learn_threshold=learn_threshold,
+        )

@@ -1,0 +1,45 @@
+"""A non-spiking neuron: a memoryless activation, so that T = 1 runs an ordinary ANN on the same code path."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from .base import Neuron, NoState
+
+Activation = Literal["relu", "identity"]
+
+
+class NonSpiking(Neuron):
+    """out[t] = f(x[t]) with f = ReLU or identity; no state, no spikes.
+
+    Example::
+
+        >>> import torch
+        >>> from snnlab.neurons import NonSpiking
+        >>> NonSpiking("relu")(torch.tensor([[[-1.0, 2.0]]]))[0].tolist()
+        [[[0.0, 2.0]]]
+    """
+
+    spiking: ClassVar[bool] = False
+
+    def __init__(self, activation: Activation = "relu") -> None:
+        super().__init__()
+        self.activation = activation
+
+    def initial_state(self, like: Tensor) -> NoState:
+        return NoState()
+
+    def step(self, x_t: Tensor, state: NoState) -> tuple[Tensor, NoState]:
+        return (torch.relu(x_t) if self.activation == "relu" else x_t), state
+
+    def forward(self, x_seq: Tensor, state: NoState | None = None) -> tuple[Tensor, NoState]:
+        return self.step(x_seq, NoState())
+
+    def readout_form(self) -> "NonSpiking":
+        return NonSpiking("identity")
+
+    def extra_repr(self) -> str:
+        return self.activation

@@ -1,0 +1,82 @@
+"""Figures of a run: training curves, and a spike raster and membrane traces for one test sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from .network import Network  # noqa: E402
+from .neurons import MembraneState  # noqa: E402
+from .stats import ActivityMonitor  # noqa: E402
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Loss and train/test accuracy per epoch."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in rows], marker="o", label="train")
+    ax_acc.plot(epochs, [r["test_accuracy"] for r in rows], marker="o", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_path: Path, neurons: int = 6) -> None:
+    """Raster of every spiking block and membrane traces of a few neurons, for one sample ``x_seq [T, 1, ...]``."""
+    network.eval()
+    with ActivityMonitor(network, keep=True) as monitor:
+        network(x_seq)
+    spiking = [a for a in monitor.blocks if a.spiking and a.records]
+    if spiking:
+        fig, axes = plt.subplots(len(spiking), 1, figsize=(8, 2.2 * len(spiking)), squeeze=False)
+        for ax, activity in zip(axes[:, 0], spiking):
+            s = activity.records[0][:, 0].flatten(1)  # [T, N]
+            t, n = torch.nonzero(s, as_tuple=True)
+            ax.scatter(t.numpy(), n.numpy(), s=4, marker="|", color="black")
+            ax.set(ylabel=f"block {activity.index}\nneuron", xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5))
+        axes[-1, 0].set_xlabel("time step")
+        fig.suptitle("Spike raster, one test sample")
+        fig.tight_layout()
+        fig.savefig(raster_path, dpi=110)
+        plt.close(fig)
+
+    traces: dict[int, list[Tensor]] = {}
+    states = None
+    for x_t in x_seq:
+        _, states = network.step(x_t, states)
+        for i, state in enumerate(states):
+            if isinstance(state, MembraneState):
+                traces.setdefault(i, []).append(state.v[0].flatten().cpu())
+    if not traces:
+        return
+    shown = sorted(traces)[:1] + sorted(traces)[-1:] if len(traces) > 1 else sorted(traces)
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.6 * len(shown)), squeeze=False)
+    for ax, i in zip(axes[:, 0], shown):
+        v = torch.stack(traces[i])  # [T, N]
+        picks = v.abs().amax(0).argsort(descending=True)[:neurons]
+        for k in picks.tolist():
+            ax.plot(range(len(v)), v[:, k].numpy(), marker=".", label=f"neuron {k}")
+        threshold = getattr(network.blocks[i].neuron, "threshold", None)
+        if threshold is not None and network.blocks[i].neuron.spiking:
+            ax.axhline(float(threshold), color="gray", linestyle="--", linewidth=1, label="threshold")
+        ax.set(ylabel=f"block {i}\nmembrane v")
+        ax.legend(fontsize=7, ncol=2)
+    axes[-1, 0].set_xlabel("time step")
+    fig.suptitle("Membrane after reset, one test sample")
+    fig.tight_layout()
+    fig.savefig(membrane_path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,80 @@
+"""The contract of a training rule, and the shared base of the rules that learn by gradient descent.
+
+A rule owns the training step, not the network: it is built once for a
+network (creating its optimizers and its own state), then called on batch after
+batch. Its state (traces, adaptive thresholds, feedback matrices, label
+assignments) is declared with ``register_buffer``, so that ``state_dict`` carries
+it into checkpoints with nothing else to write.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from ..network import Network
+from ..optim import TrainConfig, build_optimizer, build_scheduler
+
+Batch = tuple[Tensor, Tensor]
+"""``(x [T, B, ...], labels [B])``, time-major, already on the rule's device."""
+
+
+class Rule(nn.Module):
+    """Base of all training rules.
+
+    Subclasses set ``name``, ``Config`` (a pydantic model whose ``name`` field is
+    the YAML tag) and ``distributable``, and implement ``train_step``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+    distributable: ClassVar[bool] = False
+    """Whether it may run under DistributedDataParallel (gradient rules: yes; local rules must say)."""
+
+    def __init__(self, config: BaseModel, network: Network, train: TrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.train_config = train
+
+    @classmethod
+    def supports(cls, network: Network) -> None:
+        """Raise ``UnsupportedNetwork`` naming the block and the reason if this rule cannot train ``network``."""
+
+    def train_step(self, network: Network, batch: Batch) -> dict[str, float]:
+        """Update ``network`` on one batch; return metrics of that batch (at least ``loss`` and ``accuracy``)."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called after each epoch (learning-rate schedules, annealing of rule parameters)."""
+
+    @torch.no_grad()
+    def predict(self, network: Network, x_seq: Tensor) -> Tensor:
+        """Class scores ``[B, C]`` for ``x_seq`` (rules with their own inference, such as FF, override it)."""
+        out, _ = network(x_seq)
+        return network.readout(out)
+
+
+class GradientRule(Rule):
+    """A rule that computes a loss and steps one optimizer over all of the network's parameters."""
+
+    distributable = True
+
+    def __init__(self, config: BaseModel, network: Network, train: TrainConfig) -> None:
+        super().__init__(config, network, train)
+        self.optimizer = build_optimizer(network.parameters(), train.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs)
+
+    def apply_gradients(self, loss: Tensor, network: Network, grad_clip: float | None) -> None:
+        """Backpropagate ``loss`` and take one optimizer step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        self.optimizer.step()
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()

@@ -1,0 +1,69 @@
+"""Writing run files so that a crash at any instant leaves either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import SnnlabError
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_weights(path: Path, module: nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """The module's tensors (parameters and buffers) as safetensors, written atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_weights(path: Path, module: nn.Module) -> None:
+    """Load safetensors into ``module``, naming the first tensor that is missing, extra or of another shape."""
+    try:
+        tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise SnnlabError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise SnnlabError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    expected = module.state_dict()
+    for name, value in expected.items():
+        if name not in tensors:
+            raise SnnlabError(f"{path}: checkpoint has no tensor {name!r} that the network needs")
+        if tensors[name].shape != value.shape:
+            raise SnnlabError(
+                f"{path}: tensor {name!r} has shape {list(tensors[name].shape)} in the checkpoint "
+                f"but {list(value.shape)} in the network"
+            )
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise SnnlabError(f"{path}: checkpoint has tensor {extra[0]!r} that the network does not")
+    with torch.no_grad():
+        module.load_state_dict(tensors)

@@ -1,0 +1,42 @@
+"""2-D convolutional synapses, applied to each time step (folded over T)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that can count the synaptic operations its input triggers."""
+
+    def synaptic_ops(self, x: Tensor) -> Tensor:
+        """Exact accumulate count for input ``x`` ``[N, C, H, W]``, borders and stride included.
+
+        Each output position receives one accumulate per active input in its
+        receptive field from each of the ``out_channels / groups`` filters that read it.
+        """
+        active = x.ne(0).to(self.weight.dtype)
+        ones = torch.ones(
+            self.groups, self.in_channels // self.groups, *self.kernel_size, dtype=active.dtype, device=active.device
+        )
+        per_group = F.conv2d(active, ones, None, self.stride, self.padding, self.dilation, self.groups)  # type: ignore[arg-type]
+        return per_group.sum() * (self.out_channels // self.groups)
+
+
+def conv(
+    in_shape: tuple[int, ...],
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int = 0,
+    in_channels: int | None = None,
+    groups: int = 1,
+    bias: bool = True,
+) -> Conv2d:
+    """A Conv2d from ``in_shape`` ``[C, H, W]`` to ``out_channels`` maps."""
+    if len(in_shape) != 3:
+        raise ValueError(f"expects an input [channels, height, width] but the previous block produces {list(in_shape)}")
+    if in_channels is not None and in_channels != in_shape[0]:
+        raise ValueError(f"in_channels is {in_channels} but the previous block produces {in_shape[0]} channels")
+    return Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)

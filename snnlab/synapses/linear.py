@@ -1,0 +1,30 @@
+"""Fully connected synapses: current[t] = W s[t] + b."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that can count the synaptic operations its input triggers."""
+
+    def synaptic_ops(self, x: Tensor) -> Tensor:
+        """Accumulates triggered by the non-zero entries of ``x`` ``[N, in]``: each reaches ``out_features`` targets."""
+        return x.ne(0).sum() * self.out_features
+
+
+def linear(in_shape: tuple[int, ...], out_features: int, in_features: int | None = None, bias: bool = True) -> Linear:
+    """A Linear from ``in_shape`` (which must be flat) to ``out_features``.
+
+    ``in_features``, when given, must equal the size the previous block produces.
+    """
+    if len(in_shape) != 1:
+        raise ValueError(
+            f"expects a flat input but the previous block produces shape {list(in_shape)}; "
+            "add a block `- flatten: true` before it"
+        )
+    if in_features is not None and in_features != in_shape[0]:
+        raise ValueError(f"in_features is {in_features} but the previous block produces {in_shape[0]} features")
+    if out_features < 1:
+        raise ValueError(f"out_features must be >= 1, got {out_features}")
+    return Linear(in_shape[0], out_features, bias=bias)
