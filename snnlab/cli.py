@@ -96,7 +96,7 @@ def check(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
     def build() -> None:
         splits = DATASETS.build(cfg.data)
         network = build_network(cfg.network, splits.input_shape, splits.num_classes)
-        RULES.builder(cfg.rule.name).supports(network)
+        RULES.builder(cfg.rule.name).supports(cfg.rule, network)
         typer.echo(network)
         typer.echo(f"{source}: valid; input {list(splits.input_shape)}, {splits.num_classes} classes, "
                    f"{parameter_count(network):,} parameters, rule {cfg.rule.name}")

@@ -91,7 +91,7 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True) -> RunResult:
 
     network = build_network(cfg.network, splits.input_shape, splits.num_classes).to(device)
     rule_cls = RULES.builder(cfg.rule.name)
-    rule_cls.supports(network)
+    rule_cls.supports(cfg.rule, network)
     rule = rule_cls(cfg.rule, network, cfg.train).to(device)
 
     folder = RunFolder.create(cfg)

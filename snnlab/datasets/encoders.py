@@ -52,8 +52,9 @@ class Latency(Encoder):
     """Time-to-first-spike: one spike at step t(x), none for x <= threshold.
 
     ``linear``: t = (1 - x) (T - 1). ``rc``: the charging time of an RC circuit,
-    t = tau ln(x / (x - threshold)) (snnTorch's ``spikegen.latency``), then with
-    ``normalize`` scaled so that the latest possible spike lands on step T - 1.
+    t = tau ln(x / (x - threshold)) steps (snnTorch's ``spikegen.latency``); with
+    ``normalize`` the sample's latest spike is stretched to step T - 1, as snnTorch
+    does; without it, spikes that would come after step T - 1 are dropped.
     """
 
     name: Literal["latency"] = "latency"
@@ -70,9 +71,8 @@ class Latency(Encoder):
         else:
             safe = torch.where(fires, x, torch.ones_like(x))
             t = self.tau * torch.log(safe / (safe - self.threshold))
-            if self.normalize:
-                latest = self.tau * math.log(1 / (1 - self.threshold)) if self.threshold > 0 else 1.0
-                t = t * (time_steps - 1) / max(latest, 1e-12)
+            if self.normalize and fires.any():
+                t = t * (time_steps - 1) / t[fires].max().clamp_min(1e-12)
         return torch.where(fires, t, torch.full_like(t, math.inf))
 
     def __call__(self, x: Tensor, time_steps: int) -> Tensor:

@@ -56,7 +56,7 @@ class Leak(nn.Module):
     @property
     def tau(self) -> float:
         """The time constant that the current beta corresponds to, in the units of ``dt``."""
-        beta = float(self.beta)
+        beta = float(torch.sigmoid(self.w.detach())) if self.learnable else self._beta
         if beta >= 1:
             return math.inf
         if self.discretization == "exp":

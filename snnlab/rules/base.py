@@ -2,9 +2,14 @@
 
 A rule owns the training step, not the network: it is built once for a
 network (creating its optimizers and its own state), then called on batch after
-batch. Its state (traces, adaptive thresholds, feedback matrices, label
-assignments) is declared with ``register_buffer``, so that ``state_dict`` carries
-it into checkpoints with nothing else to write.
+batch. What a checkpoint must keep of it is declared in two places only:
+
+* rule state (traces, adaptive thresholds, feedback matrices, label
+  assignments) as buffers (``register_buffer``), so ``state_dict()`` carries it;
+* optimizers and learning-rate schedules in the ``optimizers`` and
+  ``schedulers`` dicts, by name (one per block for block-local rules).
+
+docs/architecture.md shows how each planned rule is written against this contract.
 """
 
 from __future__ import annotations
@@ -38,17 +43,21 @@ class Rule(nn.Module):
         super().__init__()
         self.config = config
         self.train_config = train
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
 
     @classmethod
-    def supports(cls, network: Network) -> None:
-        """Raise ``UnsupportedNetwork`` naming the block and the reason if this rule cannot train ``network``."""
+    def supports(cls, config: BaseModel, network: Network) -> None:
+        """Raise ``UnsupportedNetwork`` naming the block and the reason if this rule, so configured, cannot train ``network``."""
 
     def train_step(self, network: Network, batch: Batch) -> dict[str, float]:
         """Update ``network`` on one batch; return metrics of that batch (at least ``loss`` and ``accuracy``)."""
         raise NotImplementedError
 
     def end_epoch(self) -> None:
-        """Called after each epoch (learning-rate schedules, annealing of rule parameters)."""
+        """Called after each epoch: steps the learning-rate schedules (rules may also anneal their own parameters)."""
+        for scheduler in self.schedulers.values():
+            scheduler.step()
 
     @torch.no_grad()
     def predict(self, network: Network, x_seq: Tensor) -> Tensor:
@@ -65,7 +74,10 @@ class GradientRule(Rule):
     def __init__(self, config: BaseModel, network: Network, train: TrainConfig) -> None:
         super().__init__(config, network, train)
         self.optimizer = build_optimizer(network.parameters(), train.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs)
+        self.optimizers["network"] = self.optimizer
+        scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs)
+        if scheduler is not None:
+            self.schedulers["network"] = scheduler
 
     def apply_gradients(self, loss: Tensor, network: Network, grad_clip: float | None) -> None:
         """Backpropagate ``loss`` and take one optimizer step."""
@@ -74,7 +86,3 @@ class GradientRule(Rule):
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
         self.optimizer.step()
-
-    def end_epoch(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.step()
