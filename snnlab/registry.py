@@ -11,7 +11,7 @@ import inspect
 import typing
 from typing import Any, Callable, Generic, Literal, TypeVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, create_model
 
 T = TypeVar("T")
 
@@ -71,13 +71,12 @@ class Registry(Generic[T]):
         """
         configs = tuple(c for _, c in self._entries.values())
         union = configs[0] if len(configs) == 1 else Union[configs]  # type: ignore[valid-type]
-        tagged = typing.Annotated[union, Field(discriminator=self.key)]
         key = self.key
 
         def from_string(value: Any) -> Any:
             return {key: value} if isinstance(value, str) else value
 
-        return typing.Annotated[tagged, BeforeValidator(from_string)]
+        return typing.Annotated[union, Discriminator(key), BeforeValidator(from_string)]
 
     def build(self, config: BaseModel, **extra: Any) -> T:
         """Instantiate the entry that ``config`` selects, with ``extra`` arguments added."""

@@ -398,3 +398,11 @@ def test_neuron_registry_names() -> None:
     assert NEURONS.builder("if") is IF
     assert NEURONS.builder("li") is LI
     assert NEURONS.builder("nonspiking") is NonSpiking
+
+
+@pytest.mark.parametrize(("cls", "options"), [(LIF, {"reset": "Soft"}), (LIF, {"discretization": "Exp"}),
+                                              (LI, {"tau": "slow"}), (NonSpiking, {"activation": "tanh"})])
+def test_python_constructor_checks_options_like_yaml(cls: type, options: dict) -> None:
+    """A misspelt option is refused in Python as in YAML, instead of silently picking another behaviour."""
+    with pytest.raises(ValidationError):
+        cls(**options)

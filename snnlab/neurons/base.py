@@ -11,9 +11,14 @@ from __future__ import annotations
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+from pydantic import ConfigDict, validate_call
 from torch import Tensor, nn
 
 State = tuple  # a NamedTuple of tensors; models define their own
+
+validated = validate_call(config=ConfigDict(validate_default=True))
+"""Decorator for neuron constructors: Python arguments are checked like the YAML options
+(``LIF(reset="Soft")`` is refused, ``surrogate="atan"`` becomes the surrogate object)."""
 
 
 class MembraneState(NamedTuple):

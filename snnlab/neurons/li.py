@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import MembraneState, Neuron
+from .base import MembraneState, Neuron, validated
 from .leak import Discretization, Leak, charge
 
 
@@ -28,6 +28,7 @@ class LI(Neuron):
 
     spiking: ClassVar[bool] = False
 
+    @validated
     def __init__(
         self,
         tau: float = 2.0,

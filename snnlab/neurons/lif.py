@@ -11,12 +11,17 @@ r"""Leaky integrate-and-fire (LIF), its learnable-tau form (PLIF) and integrate-
 with :math:`\beta = e^{-dt/\tau}` (or :math:`1 - dt/\tau` for Euler) and H the
 Heaviside step (spike when :math:`h > \vartheta`), differentiated through a surrogate.
 
-Mapping to other libraries (tested in ``tests/test_lif.py``):
+Mapping to other libraries:
 
-* snnTorch ``Leaky(beta, threshold, reset_mechanism="subtract", reset_delay=False)``
-  is ``LIF(tau=-1/ln(beta), decay_input=False, reset="soft")``; ``"zero"`` is
-  ``reset="hard", v_reset=0``. snnTorch's default ``reset_delay=True`` applies the
-  reset one step late, which no snnlab setting reproduces.
+* snnTorch ``Leaky(beta, threshold, reset_mechanism="zero", reset_delay=False)``
+  is ``LIF(tau=-1/ln(beta), decay_input=False, reset="hard", v_reset=0)``, spike
+  for spike and gradient for gradient (``tests/test_snntorch_parity.py``);
+  ``"subtract"`` is ``reset="soft"`` as long as the membrane after a reset stays
+  below threshold: snnTorch subtracts the threshold again at the next step when
+  it does not, so a neuron driven above 2 thresholds fires less there. snnTorch
+  keeps the reset's gradient, i.e. ``detach_reset=False``. Its default
+  ``reset_delay=True`` applies the reset one step late, which no snnlab setting
+  reproduces.
 * SpikingJelly ``LIFNode(tau=k, decay_input=d, v_reset=None)`` is
   ``LIF(tau=k, discretization="euler", decay_input=d, reset="soft")``; with a
   ``v_reset`` SpikingJelly leaks toward ``v_reset`` rather than 0, which matches
@@ -41,8 +46,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..surrogates import Surrogate, SurrogateSpec, surrogate as make_surrogate
-from .base import MembraneState, Neuron
+from ..surrogates import Surrogate, SurrogateSpec
+from .base import MembraneState, Neuron, validated
 from .leak import Discretization, Leak, charge
 from .li import LI
 
@@ -84,6 +89,7 @@ class LIF(Neuron):
         learn_threshold: learn one threshold per layer.
     """
 
+    @validated
     def __init__(
         self,
         tau: float = 2.0,
@@ -104,7 +110,7 @@ class LIF(Neuron):
         self.reset = reset
         self.v_reset = v_reset
         self.detach_reset = detach_reset
-        self.surrogate = make_surrogate(surrogate)
+        self.surrogate: Surrogate = surrogate
         if learn_threshold:
             self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         else:
@@ -140,6 +146,7 @@ class LIF(Neuron):
 class IF(LIF):
     """Integrate-and-fire: LIF without leak, h = v + x."""
 
+    @validated
     def __init__(
         self,
         threshold: float = 1.0,

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from .base import Neuron, NoState
+from .base import Neuron, NoState, validated
 
 Activation = Literal["relu", "identity"]
 
@@ -25,6 +25,7 @@ class NonSpiking(Neuron):
 
     spiking: ClassVar[bool] = False
 
+    @validated
     def __init__(self, activation: Activation = "relu") -> None:
         super().__init__()
         self.activation = activation
