@@ -136,3 +136,20 @@ def test_bptt_rule_contract() -> None:
     metrics = rule.train_step(net, (torch.rand(4, 8, 64), torch.randint(0, 10, (8,))))
     assert set(metrics) == {"loss", "accuracy"}
     assert not torch.equal(before, net.blocks[0].synapse.weight)
+
+
+def test_non_finite_loss_stops_the_run(quick_raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN loss stops training with a message naming where it happened; earlier checkpoints stay."""
+    calls = {"n": 0}
+    train_step = BPTT.train_step
+
+    def poisoned(self, network, batch):
+        calls["n"] += 1
+        metrics = train_step(self, network, batch)
+        return {**metrics, "loss": float("nan")} if calls["n"] > 25 else metrics
+
+    monkeypatch.setattr(BPTT, "train_step", poisoned)
+    with pytest.raises(SnnlabError, match=r"loss became nan at epoch 2, step 3") as info:
+        run_raw(quick_raw)
+    folder = Path(str(info.value).rsplit("in ", 1)[1])
+    assert (folder / "last.safetensors").exists()
