@@ -27,7 +27,7 @@ def build_network(cfg: NetworkConfig, input_shape: tuple[int, ...], num_classes:
     for i, spec in enumerate(cfg.blocks):
         path = f"network.blocks[{i}]"
         try:
-            block = _build_block(spec, shape, cfg, is_output=i == output_index)
+            block = _build_block(spec, shape, cfg, is_output=i == output_index, path=path)
             shape = _out_shape(block, shape)
         except (ValueError, RuntimeError) as exc:
             key = spec.synapse_kind() or next(k for k in ("flatten", "pool", "dropout") if getattr(spec, k))
@@ -41,7 +41,7 @@ def build_network(cfg: NetworkConfig, input_shape: tuple[int, ...], num_classes:
     return Network(blocks, cfg.readout)
 
 
-def _build_block(spec: Any, in_shape: tuple[int, ...], cfg: NetworkConfig, is_output: bool) -> Block:
+def _build_block(spec: Any, in_shape: tuple[int, ...], cfg: NetworkConfig, is_output: bool, path: str) -> Block:
     kind = spec.synapse_kind()
     post: list[nn.Module] = []
     if kind is None:
@@ -55,7 +55,11 @@ def _build_block(spec: Any, in_shape: tuple[int, ...], cfg: NetworkConfig, is_ou
     synapse = SYNAPSES.build(getattr(spec, kind), in_shape=in_shape)
     current_shape = _shape_after(synapse, in_shape)
     norm = batch_norm(current_shape) if spec.norm == "batch" else None
-    neuron = _neuron(spec, cfg, is_output)
+    try:
+        neuron = _neuron(spec, cfg, is_output)
+    except ValueError as exc:
+        key = f"{path}.neuron" if spec.neuron is not None else "network.neuron"
+        raise ConfigError([(key, str(exc))]) from None
     if spec.pool is not None:
         post.append(pool(current_shape, spec.pool))
     if spec.dropout is not None:

@@ -157,3 +157,9 @@ def test_run_help_explains_options() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
     assert "KEY.PATH=VALUE" in runner.invoke(app, ["run", "--help"]).output
+
+
+def test_neuron_parameters_that_cannot_work(tmp_path: Path, quick_raw: dict) -> None:
+    """tau < dt under Euler gives a negative decay: refused at the neuron's key, not deep in torch."""
+    quick_raw["network"]["neuron"].update(discretization="euler", tau=0.5)
+    check_error(tmp_path, quick_raw, "network.neuron", "beta=-1.0")

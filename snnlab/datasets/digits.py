@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -11,9 +14,9 @@ from .encoders import EncodedDataset, EncoderSpec
 
 
 def digits(
-    time_steps: int = 8,
+    time_steps: Annotated[int, Field(ge=1)] = 8,
     encoder: EncoderSpec = "direct",
-    test_fraction: float = 0.25,
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25,
     split_seed: int = 0,
     flatten: bool = True,
 ) -> DatasetSplits:
@@ -26,10 +29,6 @@ def digits(
         split_seed: seed of the train/test split; fixed so that every run tests on the same images.
         flatten: serve ``[64]`` vectors (for MLPs) rather than ``[1, 8, 8]`` images (for convolutions).
     """
-    if time_steps < 1:
-        raise ValueError("time_steps must be >= 1")
-    if not 0 < test_fraction < 1:
-        raise ValueError("test_fraction must be in (0, 1)")
     bunch = load_digits()
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target, dtype=torch.long)

@@ -6,9 +6,10 @@ trick, Norse's ``LICell``): h[t] = beta v[t-1] + (1 - beta) x[t] (or + x[t]), ou
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from .base import MembraneState, Neuron, validated
@@ -31,8 +32,8 @@ class LI(Neuron):
     @validated
     def __init__(
         self,
-        tau: float = 2.0,
-        dt: float = 1.0,
+        tau: Annotated[float, Field(gt=0)] = 2.0,
+        dt: Annotated[float, Field(gt=0)] = 1.0,
         discretization: Discretization = "exp",
         decay_input: bool = True,
         learn_tau: bool = False,

@@ -23,14 +23,20 @@ Mapping to other libraries:
   ``reset_delay=True`` applies the reset one step late, which no snnlab setting
   reproduces.
 * SpikingJelly ``LIFNode(tau=k, decay_input=d, v_reset=None)`` is
-  ``LIF(tau=k, discretization="euler", decay_input=d, reset="soft")``; with a
+  ``LIF(tau=k, discretization="euler", decay_input=d, reset="soft")``, and
+  ``v_reset=0.0`` is ``reset="hard"`` (``tests/test_spikingjelly_parity.py``); with a
   ``v_reset`` SpikingJelly leaks toward ``v_reset`` rather than 0, which matches
   here only for ``v_reset=0``. SpikingJelly fires on ``h >= threshold``.
-* NIR ``LIF`` (continuous time) is exported with tau scaled by the ``dt`` used.
+* NIR ``LIF`` (continuous time, ``tau dv/dt = (v_leak - v) + r I``; NIR stores no dt)
+  is the exact zero-order-hold limit of the ``exp`` discretisation for an export
+  step ``dt_s`` seconds: ``tau = dt_s / ln(1/beta)``, ``r = 1`` with ``decay_input``
+  (else ``1 / (1 - beta)``), ``v_leak = 0``, ``v_threshold = threshold``,
+  ``v_reset = v_reset``; a soft reset has no NIR ``LIF`` equivalent.
 
 Example::
 
     >>> import torch
+from pydantic import Field
     >>> from snnlab.neurons import LIF
     >>> lif = LIF(tau=2.0, reset="soft")
     >>> spikes, state = lif(torch.rand(8, 4, 10) * 3)   # [T, B, N]
@@ -41,9 +47,10 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..surrogates import Surrogate, SurrogateSpec
@@ -92,8 +99,8 @@ class LIF(Neuron):
     @validated
     def __init__(
         self,
-        tau: float = 2.0,
-        dt: float = 1.0,
+        tau: Annotated[float, Field(gt=0)] = 2.0,
+        dt: Annotated[float, Field(gt=0)] = 1.0,
         discretization: Discretization = "exp",
         threshold: float = 1.0,
         reset: Reset = "soft",

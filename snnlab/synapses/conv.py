@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,12 +29,12 @@ class Conv2d(nn.Conv2d):
 
 def conv(
     in_shape: tuple[int, ...],
-    out_channels: int,
-    kernel_size: int = 3,
-    stride: int = 1,
-    padding: int = 0,
+    out_channels: Annotated[int, Field(ge=1)],
+    kernel_size: Annotated[int, Field(ge=1)] = 3,
+    stride: Annotated[int, Field(ge=1)] = 1,
+    padding: Annotated[int, Field(ge=0)] = 0,
     in_channels: int | None = None,
-    groups: int = 1,
+    groups: Annotated[int, Field(ge=1)] = 1,
     bias: bool = True,
 ) -> Conv2d:
     """A Conv2d from ``in_shape`` ``[C, H, W]`` to ``out_channels`` maps."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import Tensor, nn
 
 
@@ -13,7 +16,12 @@ class Linear(nn.Linear):
         return x.ne(0).sum() * self.out_features
 
 
-def linear(in_shape: tuple[int, ...], out_features: int, in_features: int | None = None, bias: bool = True) -> Linear:
+def linear(
+    in_shape: tuple[int, ...],
+    out_features: Annotated[int, Field(ge=1)],
+    in_features: int | None = None,
+    bias: bool = True,
+) -> Linear:
     """A Linear from ``in_shape`` (which must be flat) to ``out_features``.
 
     ``in_features``, when given, must equal the size the previous block produces.
@@ -25,6 +33,4 @@ def linear(in_shape: tuple[int, ...], out_features: int, in_features: int | None
         )
     if in_features is not None and in_features != in_shape[0]:
         raise ValueError(f"in_features is {in_features} but the previous block produces {in_shape[0]} features")
-    if out_features < 1:
-        raise ValueError(f"out_features must be >= 1, got {out_features}")
     return Linear(in_shape[0], out_features, bias=bias)
