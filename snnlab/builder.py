@@ -35,8 +35,13 @@ def build_network(cfg: NetworkConfig, input_shape: tuple[int, ...], num_classes:
         blocks.append(block)
     if shape != (num_classes,):
         raise ConfigError(
-            [(f"network.blocks[{len(cfg.blocks) - 1}]", f"the network ends with shape {list(shape)} "
-              f"but the data has {num_classes} classes; the last block must produce [{num_classes}]")]
+            [
+                (
+                    f"network.blocks[{len(cfg.blocks) - 1}]",
+                    f"the network ends with shape {list(shape)} "
+                    f"but the data has {num_classes} classes; the last block must produce [{num_classes}]",
+                )
+            ]
         )
     return Network(blocks, cfg.readout)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -19,13 +19,13 @@ app = typer.Typer(
 )
 
 ConfigArg = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(
         help="Experiment YAML file, or the name of a bundled one (default: quickstart).", show_default=False
     ),
 ]
 OverridesArg = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Argument(
         help="Overrides KEY.PATH=VALUE, e.g. train.epochs=2 rule.name=bptt network.blocks.0.linear=256.",
         show_default=False,
@@ -84,22 +84,20 @@ def run(
 @app.command()
 def check(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
     """Validate an experiment and build its network without training; print the network."""
-    from .builder import build_network
     from .config import load_experiment
-    from .datasets import DATASETS
-    from .rules import RULES
+    from .runner import build_experiment
     from .stats import parameter_count
 
     config, overrides = _split(config, overrides)
     cfg, source = _report_errors(lambda: load_experiment(config, overrides))
 
     def build() -> None:
-        splits = DATASETS.build(cfg.data)
-        network = build_network(cfg.network, splits.input_shape, splits.num_classes)
-        RULES.builder(cfg.rule.name).supports(cfg.rule, network)
+        splits, network = build_experiment(cfg)
         typer.echo(network)
-        typer.echo(f"{source}: valid; input {list(splits.input_shape)}, {splits.num_classes} classes, "
-                   f"{parameter_count(network):,} parameters, rule {cfg.rule.name}")
+        typer.echo(
+            f"{source}: valid; input {list(splits.input_shape)}, {splits.num_classes} classes, "
+            f"{parameter_count(network):,} parameters, rule {cfg.rule.name}"
+        )
 
     _report_errors(build, source)
 
@@ -112,31 +110,24 @@ def evaluate_run(
     """Evaluate a run's checkpoint on the test set and print accuracy and activity."""
     import json
 
-    from .builder import build_network
     from .config import read_yaml, validate
-    from .datasets import DATASETS
     from .rules import RULES
-    from .runner import evaluate, resolve_device
+    from .runner import build_experiment, data_loaders, evaluate, resolve_device
     from .storage import load_weights
 
     def evaluate_checkpoint() -> None:
         config_file = run_dir / "config.yaml"
         cfg = validate(read_yaml(config_file), str(config_file))
         device = resolve_device(cfg.device)
-        splits = DATASETS.build(cfg.data)
-        network = build_network(cfg.network, splits.input_shape, splits.num_classes)
+        splits, network = build_experiment(cfg)
         load_weights(run_dir / f"{checkpoint}.safetensors", network)
         network.to(device)
         rule = RULES.builder(cfg.rule.name)(cfg.rule, network, cfg.train).to(device)
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(splits.test, batch_size=cfg.data.test_batch_size or cfg.data.batch_size)
-        accuracy, activity = evaluate(network, rule, loader, device)
+        _, test_loader = data_loaders(cfg, splits, device)
+        accuracy, activity = evaluate(network, rule, test_loader, device)
         typer.echo(json.dumps({"checkpoint": checkpoint, "test_accuracy": accuracy, **activity}, indent=2))
 
     if checkpoint not in ("best", "last"):
         typer.echo("error: --checkpoint must be best or last", err=True)
         raise typer.Exit(2)
     _report_errors(evaluate_checkpoint)
-
-

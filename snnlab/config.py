@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import re
 import typing
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -44,7 +45,7 @@ def _synapse_fields() -> dict[str, Any]:
     for kind in SYNAPSES.names():
         options = SYNAPSES.config(kind)
         first = next(f for f in options.model_fields if f != SYNAPSES.key)
-        fields[kind] = (typing.Annotated[Union[options, None], _shorthand(first)], None)
+        fields[kind] = (typing.Annotated[options | None, _shorthand(first)], None)
     return fields
 
 
@@ -61,7 +62,7 @@ class _BlockBase(BaseModel):
         return next((k for k in SYNAPSES.names() if getattr(self, k) is not None), None)
 
     @model_validator(mode="after")
-    def _one_role(self) -> "_BlockBase":
+    def _one_role(self) -> _BlockBase:
         kinds = [k for k in SYNAPSES.names() if getattr(self, k) is not None]
         if len(kinds) > 1:
             raise ValueError(f"a block has one synapse, got {kinds}")
@@ -69,7 +70,9 @@ class _BlockBase(BaseModel):
             raise ValueError("`flatten` is a block of its own; put it in a separate list entry")
         if not kinds:
             if self.neuron is not None or self.norm is not None:
-                raise ValueError(f"`neuron` and `norm` need a synapse ({', '.join(SYNAPSES.names())}) in the same block")
+                raise ValueError(
+                    f"`neuron` and `norm` need a synapse ({', '.join(SYNAPSES.names())}) in the same block"
+                )
             if not (self.flatten or self.pool or self.dropout is not None):
                 raise ValueError(f"a block needs one of: {', '.join(SYNAPSES.names())}, flatten, pool, dropout")
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class SnnlabError(Exception):
@@ -22,7 +22,7 @@ class ConfigError(SnnlabError):
         lines = [f"{where}{path}: {message}" if path else f"{where}{message}" for path, message in self.issues]
         return "\n".join(lines)
 
-    def with_source(self, source: str) -> "ConfigError":
+    def with_source(self, source: str) -> ConfigError:
         """The same error, attributed to the file it came from."""
         return ConfigError(self.issues, source)
 

@@ -19,7 +19,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch import Tensor, nn
 

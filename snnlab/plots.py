@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -49,7 +50,9 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
             s = activity.records[0][:, 0].flatten(1)  # [T, N]
             t, n = torch.nonzero(s, as_tuple=True)
             ax.scatter(t.numpy(), n.numpy(), s=4, marker="|", color="black")
-            ax.set(ylabel=f"block {activity.index}\nneuron", xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5))
+            ax.set(
+                ylabel=f"block {activity.index}\nneuron", xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5)
+            )
         axes[-1, 0].set_xlabel("time step")
         fig.suptitle("Spike raster, one test sample")
         fig.tight_layout()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable, Generic, Literal, TypeVar, Union
+from collections.abc import Callable
+from typing import Any, Generic, Literal, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, create_model
 

@@ -25,7 +25,7 @@ class RunFolder:
         self.path = path
 
     @classmethod
-    def create(cls, cfg: ExperimentConfig) -> "RunFolder":
+    def create(cls, cfg: ExperimentConfig) -> RunFolder:
         """A new, empty folder: ``output.dir`` or ``<output.root>/<name>-<date-time>``; fails before training if unusable."""
         if cfg.output.dir is not None:
             path = Path(cfg.output.dir)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .builder import build_network
 from .config import ExperimentConfig
-from .datasets import DATASETS
+from .datasets import DATASETS, DatasetSplits
 from .errors import SnnlabError
 from .network import Network
 from .plots import plot_activity, plot_curves
@@ -57,6 +57,24 @@ def time_major(x: Tensor) -> Tensor:
     return x.transpose(0, 1)
 
 
+def build_experiment(cfg: ExperimentConfig) -> tuple[DatasetSplits, Network]:
+    """The data and the network of ``cfg``, with the rule's check that it can train that network."""
+    splits = DATASETS.build(cfg.data)
+    network = build_network(cfg.network, splits.input_shape, splits.num_classes)
+    RULES.builder(cfg.rule.name).supports(cfg.rule, network)
+    return splits, network
+
+
+def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    """Shuffled training batches (order fixed by the seed) and test batches in a fixed order."""
+    data = cfg.data
+    options = {"num_workers": data.num_workers, "pin_memory": device.type == "cuda"}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train = DataLoader(splits.train, batch_size=data.batch_size, shuffle=True, generator=generator, **options)
+    test = DataLoader(splits.test, batch_size=data.test_batch_size or data.batch_size, **options)
+    return train, test
+
+
 @torch.no_grad()
 def evaluate(network: Network, rule: Rule, loader: DataLoader, device: torch.device) -> tuple[float, dict[str, Any]]:
     """Accuracy over ``loader`` and the activity statistics of the same passes."""
@@ -77,22 +95,10 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True) -> RunResult:
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    data = cfg.data
-    splits = DATASETS.build(data)
-    loader_options = {"num_workers": data.num_workers, "pin_memory": device.type == "cuda"}
-    train_loader = DataLoader(
-        splits.train,
-        batch_size=data.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        **loader_options,
-    )
-    test_loader = DataLoader(splits.test, batch_size=data.test_batch_size or data.batch_size, **loader_options)
-
-    network = build_network(cfg.network, splits.input_shape, splits.num_classes).to(device)
-    rule_cls = RULES.builder(cfg.rule.name)
-    rule_cls.supports(cfg.rule, network)
-    rule = rule_cls(cfg.rule, network, cfg.train).to(device)
+    splits, network = build_experiment(cfg)
+    network.to(device)
+    train_loader, test_loader = data_loaders(cfg, splits, device)
+    rule = RULES.builder(cfg.rule.name)(cfg.rule, network, cfg.train).to(device)
 
     folder = RunFolder.create(cfg)
     folder.write_config(cfg, source)

@@ -50,7 +50,7 @@ class ActivityMonitor:
         self.blocks = [BlockActivity(i) for i in range(len(network.blocks))]
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "ActivityMonitor":
+    def __enter__(self) -> ActivityMonitor:
         for block, activity in zip(self.network.blocks, self.blocks):
             if block.neuron is not None:
                 activity.spiking = block.neuron.spiking

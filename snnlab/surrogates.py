@@ -33,7 +33,7 @@ class _Heaviside(torch.autograd.Function):
     """s = 1[u > 0] forward; ds/du = surrogate.derivative(u) backward."""
 
     @staticmethod
-    def forward(ctx: Any, u: Tensor, surrogate: "Surrogate") -> Tensor:
+    def forward(ctx: Any, u: Tensor, surrogate: Surrogate) -> Tensor:
         ctx.save_for_backward(u)
         ctx.surrogate = surrogate
         return (u > 0).to(u.dtype)

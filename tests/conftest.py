@@ -11,6 +11,7 @@ import torch
 # Two threads, as on CI, and identical results run to run.
 torch.set_num_threads(2)
 
+
 @pytest.fixture
 def quick_raw(tmp_path: Path) -> dict[str, Any]:
     """The quickstart as a raw mapping, shortened, writing under ``tmp_path``."""

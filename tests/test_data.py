@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from snnlab.config import validate
 from snnlab.datasets import DATASETS, ENCODERS
 from snnlab.datasets.encoders import Direct, Latency, Poisson
-from snnlab.config import validate
 
 
 def digits(**options):

@@ -25,21 +25,35 @@ X = [[1.0, 0.5, 1.5], [0.25, 0.5, -1.0], [1.25, -0.5, 1.0], [0.5, 0.5, 1.0], [2.
 #   A: h = 1, .75*1+.25 = 1, .75*1+1.25 = 2 (fire, v 1), .75*1+.5 = 1.25 (fire, v .25), .75*.25+2 = 2.1875 (fire)
 #   B: h = .5, .375+.5 = .875, .65625-.5 = .15625, .1171875+.5 = .6171875, .462890625+.5 = .962890625
 #   C: h = 1.5 (fire, v .5), .375-1 = -.625, -.46875+1 = .53125, .3984375+1 = 1.3984375 (fire, v .3984375), .298828125+.25
-SOFT_H = [[1.0, 0.5, 1.5], [1.0, 0.875, -0.625], [2.0, 0.15625, 0.53125], [1.25, 0.6171875, 1.3984375],
-          [2.1875, 0.962890625, 0.548828125]]
+SOFT_H = [
+    [1.0, 0.5, 1.5],
+    [1.0, 0.875, -0.625],
+    [2.0, 0.15625, 0.53125],
+    [1.25, 0.6171875, 1.3984375],
+    [2.1875, 0.962890625, 0.548828125],
+]
 SOFT_S = [[0, 0, 1], [0, 0, 0], [1, 0, 0], [1, 0, 1], [1, 0, 0]]
-SOFT_V = [[1.0, 0.5, 0.5], [1.0, 0.875, -0.625], [1.0, 0.15625, 0.53125], [0.25, 0.6171875, 0.3984375],
-          [1.1875, 0.962890625, 0.548828125]]
+SOFT_V = [
+    [1.0, 0.5, 0.5],
+    [1.0, 0.875, -0.625],
+    [1.0, 0.15625, 0.53125],
+    [0.25, 0.6171875, 0.3984375],
+    [1.1875, 0.962890625, 0.548828125],
+]
 
 # Hard reset to 0, v = h (1 - s):
 #   A: h = 1, 1, 2 (fire, v 0), 0+.5 = .5 (no spike, unlike soft), .375+2 = 2.375 (fire)
 #   B: as soft.
 #   C: h = 1.5 (fire, v 0), -1, -.75+1 = .25, .1875+1 = 1.1875 (fire, v 0), 0+.25 = .25
-HARD_H = [[1.0, 0.5, 1.5], [1.0, 0.875, -1.0], [2.0, 0.15625, 0.25], [0.5, 0.6171875, 1.1875],
-          [2.375, 0.962890625, 0.25]]
+HARD_H = [
+    [1.0, 0.5, 1.5],
+    [1.0, 0.875, -1.0],
+    [2.0, 0.15625, 0.25],
+    [0.5, 0.6171875, 1.1875],
+    [2.375, 0.962890625, 0.25],
+]
 HARD_S = [[0, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0]]
-HARD_V = [[1.0, 0.5, 0.0], [1.0, 0.875, -1.0], [0.0, 0.15625, 0.25], [0.5, 0.6171875, 0.0],
-          [0.0, 0.962890625, 0.25]]
+HARD_V = [[1.0, 0.5, 0.0], [1.0, 0.875, -1.0], [0.0, 0.15625, 0.25], [0.5, 0.6171875, 0.0], [0.0, 0.962890625, 0.25]]
 
 TRACES = {"soft": (SOFT_H, SOFT_S, SOFT_V), "hard": (HARD_H, HARD_S, HARD_V)}
 
@@ -210,7 +224,9 @@ def test_step_matches_forward(name: str, shape: tuple) -> None:
 # --- learnable tau and threshold ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("tau", "dt", "discretization", "beta"), [(3.0, 1.0, "exp", math.exp(-1 / 3)), (4.0, 1.0, "euler", 0.75)])
+@pytest.mark.parametrize(
+    ("tau", "dt", "discretization", "beta"), [(3.0, 1.0, "exp", math.exp(-1 / 3)), (4.0, 1.0, "euler", 0.75)]
+)
 def test_plif_parameter_initialised_from_tau(tau: float, dt: float, discretization: str, beta: float) -> None:
     """PLIF holds one parameter ``leak.w`` with beta = sigmoid(w) starting at the beta that tau gives."""
     neuron = LIF(tau=tau, dt=dt, discretization=discretization, learn_tau=True)
@@ -274,7 +290,9 @@ def atan2(u: float) -> float:
 )
 def test_detach_reset_two_step_gradient(reset: str, detach_reset: bool, dx1: float, dx2: float) -> None:
     """d s[2] / d x for two steps, by hand: detach_reset removes the -theta g(u1) (soft) or -h1 g(u1) (hard) path."""
-    neuron = LIF(tau=TAU_075, decay_input=False, reset=reset, detach_reset=detach_reset, surrogate={"name": "atan", "alpha": 2.0})
+    neuron = LIF(
+        tau=TAU_075, decay_input=False, reset=reset, detach_reset=detach_reset, surrogate={"name": "atan", "alpha": 2.0}
+    )
     x = torch.tensor([[[1.5]], [[0.75]]], requires_grad=True)
     spikes, _ = neuron(x)
     spikes[1].sum().backward()
@@ -299,6 +317,7 @@ def test_detach_reset_changes_gradient_not_forward(reset: str) -> None:
 
 
 # --- surrogates -----------------------------------------------------------------------------------------
+
 
 def sigmoid_formula(a: float, u: float) -> float:
     """alpha sig(alpha u) (1 - sig(alpha u)), with the logistic written out."""
@@ -336,7 +355,9 @@ def test_surrogate_backward_closed_form(name: str, alpha: float) -> None:
     (sg.spike(u) * upstream).sum().backward()
     expected = [g * FORMULAS[name](alpha, p) for g, p in zip(upstream.tolist(), POINTS)]
     assert u.grad.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
-    assert sg.derivative(u.detach()).tolist() == pytest.approx([FORMULAS[name](alpha, p) for p in POINTS], rel=1e-12, abs=1e-15)
+    assert sg.derivative(u.detach()).tolist() == pytest.approx(
+        [FORMULAS[name](alpha, p) for p in POINTS], rel=1e-12, abs=1e-15
+    )
 
 
 @pytest.mark.parametrize("name", list(FORMULAS))
@@ -400,8 +421,15 @@ def test_neuron_registry_names() -> None:
     assert NEURONS.builder("nonspiking") is NonSpiking
 
 
-@pytest.mark.parametrize(("cls", "options"), [(LIF, {"reset": "Soft"}), (LIF, {"discretization": "Exp"}),
-                                              (LI, {"tau": "slow"}), (NonSpiking, {"activation": "tanh"})])
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (LIF, {"reset": "Soft"}),
+        (LIF, {"discretization": "Exp"}),
+        (LI, {"tau": "slow"}),
+        (NonSpiking, {"activation": "tanh"}),
+    ],
+)
 def test_python_constructor_checks_options_like_yaml(cls: type, options: dict) -> None:
     """A misspelt option is refused in Python as in YAML, instead of silently picking another behaviour."""
     with pytest.raises(ValidationError):

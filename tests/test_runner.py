@@ -36,8 +36,14 @@ def test_run_folder_contents(quick_raw: dict) -> None:
     result = run_raw(quick_raw)
     folder = result.run_dir
     assert {p.name for p in folder.iterdir()} == {
-        "config.yaml", "metrics.csv", "summary.json", "last.safetensors", "best.safetensors",
-        "curves.png", "raster.png", "membrane.png",
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "last.safetensors",
+        "best.safetensors",
+        "curves.png",
+        "raster.png",
+        "membrane.png",
     }
     # the resolved config reproduces the experiment on its own
     assert validate(read_yaml(folder / "config.yaml")) == validate(quick_raw)

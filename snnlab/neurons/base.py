@@ -60,7 +60,7 @@ class Neuron(nn.Module):
             outputs.append(out)
         return torch.stack(outputs), state
 
-    def readout_form(self) -> "Neuron":
+    def readout_form(self) -> Neuron:
         """The non-spiking neuron whose output is this model's membrane, for membrane readouts."""
         raise NotImplementedError(f"{type(self).__name__} has no membrane readout form")
 

@@ -40,7 +40,9 @@ class Leak(nn.Module):
         self.discretization = discretization
         beta = decay_factor(tau, dt, discretization)
         if not 0 <= beta <= 1:
-            raise ValueError(f"tau={tau}, dt={dt} with {discretization} discretisation gives beta={beta}, outside [0, 1]")
+            raise ValueError(
+                f"tau={tau}, dt={dt} with {discretization} discretisation gives beta={beta}, outside [0, 1]"
+            )
         self.learnable = learnable
         if learnable:
             if not 0 < beta < 1:

@@ -49,7 +49,7 @@ class LI(Neuron):
         h = charge(x_t, state.v, self.leak.beta, self.decay_input)
         return h, MembraneState(h)
 
-    def readout_form(self) -> "LI":
+    def readout_form(self) -> LI:
         return self
 
     def extra_repr(self) -> str:

@@ -39,7 +39,7 @@ class NonSpiking(Neuron):
     def forward(self, x_seq: Tensor, state: NoState | None = None) -> tuple[Tensor, NoState]:
         return self.step(x_seq, NoState())
 
-    def readout_form(self) -> "NonSpiking":
+    def readout_form(self) -> NonSpiking:
         return NonSpiking("identity")
 
     def extra_repr(self) -> str:

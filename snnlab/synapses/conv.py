@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 
