@@ -47,8 +47,8 @@ class RunFolder:
         return cls(path)
 
     def write_config(self, cfg: ExperimentConfig, source: str) -> None:
-        """The validated config with every default filled in, so the run can be repeated from this file alone."""
-        body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        """The validated config with every default filled in (unset options omitted), so the run repeats from this file alone."""
+        body = yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False)
         write_text(self.path / "config.yaml", f"# resolved from {source}\n{body}")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
