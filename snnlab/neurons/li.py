@@ -45,8 +45,12 @@ class LI(Neuron):
     def initial_state(self, like: Tensor) -> MembraneState:
         return MembraneState(torch.zeros_like(like))
 
+    def charge(self, x_t: Tensor, state: MembraneState) -> Tensor:
+        """The membrane after integrating ``x_t`` (before any reset a subclass applies)."""
+        return charge(x_t, state.v, self.leak.beta, self.decay_input)
+
     def step(self, x_t: Tensor, state: MembraneState) -> tuple[Tensor, MembraneState]:
-        h = charge(x_t, state.v, self.leak.beta, self.decay_input)
+        h = self.charge(x_t, state)
         return h, MembraneState(h)
 
     def readout_form(self) -> LI:

@@ -47,15 +47,15 @@ from pydantic import Field
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from ..surrogates import Surrogate, SurrogateSpec
-from .base import MembraneState, Neuron, validated
-from .leak import Discretization, Leak, charge
+from .base import MembraneState, validated
+from .leak import Discretization
 from .li import LI
 
 Reset = Literal["soft", "hard"]
@@ -79,8 +79,10 @@ def fire_and_reset(
     return s, v
 
 
-class LIF(Neuron):
-    """Leaky integrate-and-fire neuron; ``learn_tau=True`` gives PLIF, ``learn_threshold=True`` a learnable threshold.
+class LIF(LI):
+    """Leaky integrate-and-fire neuron: a leaky integrator that fires and resets.
+
+    ``learn_tau=True`` gives PLIF, ``learn_threshold=True`` a learnable threshold.
 
     Args:
         tau: membrane time constant, in units of ``dt`` (time steps by default).
@@ -95,6 +97,8 @@ class LIF(Neuron):
         learn_tau: learn one decay per layer (PLIF), beta = sigmoid(w).
         learn_threshold: learn one threshold per layer.
     """
+
+    spiking: ClassVar[bool] = True
 
     @validated
     def __init__(
@@ -111,9 +115,7 @@ class LIF(Neuron):
         learn_tau: bool = False,
         learn_threshold: bool = False,
     ) -> None:
-        super().__init__()
-        self.leak = Leak(tau, dt, discretization, learnable=learn_tau)
-        self.decay_input = decay_input
+        super().__init__(tau=tau, dt=dt, discretization=discretization, decay_input=decay_input, learn_tau=learn_tau)
         self.reset = reset
         self.v_reset = v_reset
         self.detach_reset = detach_reset
@@ -122,13 +124,6 @@ class LIF(Neuron):
             self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         else:
             self.threshold = float(threshold)
-
-    def initial_state(self, like: Tensor) -> MembraneState:
-        return MembraneState(torch.zeros_like(like))
-
-    def charge(self, x_t: Tensor, state: MembraneState) -> Tensor:
-        """The pre-reset membrane h[t], for rules that need it (rate-based BP, DFA)."""
-        return charge(x_t, state.v, self.leak.beta, self.decay_input)
 
     def step(self, x_t: Tensor, state: MembraneState) -> tuple[Tensor, MembraneState]:
         h = self.charge(x_t, state)
@@ -141,6 +136,7 @@ class LIF(Neuron):
             dt=self.leak.dt,
             discretization=self.leak.discretization,
             decay_input=self.decay_input,
+            learn_tau=self.leak.learnable,
         )
 
     def extra_repr(self) -> str:
