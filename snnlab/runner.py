@@ -75,6 +75,32 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, device: torch.dev
     return train, test
 
 
+def train_epoch(
+    rule: Rule, network: Network, loader: DataLoader, device: torch.device, bar: tqdm, epoch: int, run_dir: Path
+) -> tuple[float, float]:
+    """One pass over the training data; returns the sample-weighted mean loss and accuracy.
+
+    A non-finite loss stops the run, naming the epoch and step, before the next checkpoint could be written.
+    """
+    network.train()
+    loss_sum = accuracy_sum = 0.0
+    seen = 0
+    for step, (x, y) in enumerate(loader):
+        x, y = time_major(x).to(device, non_blocking=True), y.to(device, non_blocking=True)
+        metrics = rule.train_step(network, (x, y))
+        if not math.isfinite(metrics["loss"]):
+            raise SnnlabError(
+                f"the loss became {metrics['loss']} at epoch {epoch}, step {step}; "
+                f"the last good checkpoint is in {run_dir}"
+            )
+        loss_sum += metrics["loss"] * len(y)
+        accuracy_sum += metrics["accuracy"] * len(y)
+        seen += len(y)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{accuracy_sum / seen:.3f}")
+    return loss_sum / seen, accuracy_sum / seen
+
+
 @torch.no_grad()
 def evaluate(network: Network, rule: Rule, loader: DataLoader, device: torch.device) -> tuple[float, dict[str, Any]]:
     """Accuracy over ``loader`` and the activity statistics of the same passes."""
@@ -113,28 +139,13 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True) -> RunResult:
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
         bar.set_description(f"epoch {epoch}/{epochs}")
-        network.train()
-        sums = {"loss": 0.0, "accuracy": 0.0}
-        seen = 0
-        for step, (x, y) in enumerate(train_loader):
-            x, y = time_major(x).to(device, non_blocking=True), y.to(device, non_blocking=True)
-            metrics = rule.train_step(network, (x, y))
-            if not math.isfinite(metrics["loss"]):
-                raise SnnlabError(
-                    f"the loss became {metrics['loss']} at epoch {epoch}, step {step}; "
-                    f"the last good checkpoint is in {folder.path}"
-                )
-            for key in sums:
-                sums[key] += metrics[key] * len(y)
-            seen += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['accuracy'] / seen:.3f}")
+        loss, train_accuracy = train_epoch(rule, network, train_loader, device, bar, epoch, folder.path)
         rule.end_epoch()
         test_accuracy, activity = evaluate(network, rule, test_loader, device)
         row = {
             "epoch": epoch,
-            "loss": sums["loss"] / seen,
-            "train_accuracy": sums["accuracy"] / seen,
+            "loss": loss,
+            "train_accuracy": train_accuracy,
             "test_accuracy": test_accuracy,
             "firing_rate": activity["firing_rate"],
             "seconds": round(time.perf_counter() - epoch_start, 3),
