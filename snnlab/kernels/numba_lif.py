@@ -1,0 +1,214 @@
+"""Numba kernels of the LIF family for the CPU (float32): parallel over chunks of neurons, a loop over T inside, and a
+contiguous inner loop over the chunk that LLVM vectorises.
+
+Saved for backward: nothing but references to the input ``x`` and the initial membrane. The backward recomputes its
+chunk's membrane over all T into a T x CHUNK buffer that stays in cache (the same float operations as the forward, so
+the same spikes) and then runs back in time through it; this is cheaper than writing and re-reading the membrane.
+The arithmetic that decides spikes is written like the reference (no fused multiply-add, float32 constants), so
+spikes and membranes are bit for bit those of ``reference.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from numba import prange
+from torch import Tensor
+
+from .ops import define_lif_op
+
+CHUNK = 512
+"""Neurons per parallel work item: T x CHUNK floats of recomputed membrane stay in the core's cache."""
+
+F32 = np.float32
+
+
+@numba.njit(cache=True, inline="always")
+def _surrogate_row(h, theta, alpha, kind, out):  # pragma: no cover - compiled
+    """out[i] = g(h[i] - theta) for surrogate ``kind`` (ops.SURROGATE_IDS); one loop per kind so each vectorises."""
+    n = h.shape[0]
+    if kind == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
+        for i in range(n):
+            e = np.exp(-abs(alpha * (h[i] - theta)))
+            d = F32(1) + e
+            out[i] = alpha * e / (d * d)
+    elif kind == 1:  # atan
+        c = F32(math.pi / 2) * alpha
+        half = alpha / F32(2)
+        for i in range(n):
+            z = c * (h[i] - theta)
+            out[i] = half / (F32(1) + z * z)
+    elif kind == 2:  # fast_sigmoid
+        for i in range(n):
+            d = F32(1) + alpha * abs(h[i] - theta)
+            out[i] = F32(1) / (d * d)
+    elif kind == 3:  # triangle
+        a2 = alpha * alpha
+        for i in range(n):
+            out[i] = max(F32(0), alpha - a2 * abs(h[i] - theta))
+    else:  # rectangle
+        w = F32(0.5) / alpha
+        for i in range(n):
+            out[i] = alpha if abs(h[i] - theta) < w else F32(0)
+
+
+@numba.njit(cache=True, inline="always")
+def _charge_row(x, v, h, beta, gain, theta, v_reset, soft):  # pragma: no cover - compiled
+    """One step for a chunk: h = beta v + gain x, then v <- reset(h) in place; returns nothing, fills ``h``."""
+    if soft:
+        for i in range(v.shape[0]):
+            hi = beta * v[i] + gain * x[i]
+            h[i] = hi
+            v[i] = hi - theta * F32(hi - theta > F32(0))
+    else:
+        for i in range(v.shape[0]):
+            hi = beta * v[i] + gain * x[i]
+            f = F32(hi - theta > F32(0))
+            h[i] = hi
+            v[i] = hi * (F32(1) - f) + v_reset * f
+
+
+@numba.njit(parallel=True, cache=True)
+def _forward(x, v0, beta, gain, theta, v_reset, soft, spikes, v):  # pragma: no cover - compiled
+    T, N = x.shape
+    for c in prange((N + CHUNK - 1) // CHUNK):
+        n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
+        vc = v[n0:n1]
+        vc[:] = v0[n0:n1]
+        for t in range(T):
+            h = spikes[t, n0:n1]  # h lands in the spike row, then becomes the spike
+            _charge_row(x[t, n0:n1], vc, h, beta, gain, theta, v_reset, soft)
+            for i in range(n1 - n0):
+                h[i] = F32(h[i] - theta > F32(0))
+
+
+@numba.njit(parallel=True, cache=True)
+def _backward(
+    gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, kind, alpha, param_grads, gx, gv0, acc
+):  # pragma: no cover - compiled
+    T, N = x.shape
+    keep = F32(0) if detach else F32(1)
+    for c in prange((N + CHUNK - 1) // CHUNK):
+        n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
+        m = n1 - n0
+        hs = np.empty((T, m), np.float32)
+        a = np.empty(m, np.float32)  # first the membrane, then dL/dv
+        a[:] = v0[n0:n1]
+        for t in range(T):
+            _charge_row(x[t, n0:n1], a, hs[t], beta, gain, theta, v_reset, soft)
+        a[:] = gv[n0:n1]
+        sg = np.empty(m, np.float32)
+        gh = np.empty(m, np.float32)
+        g = np.zeros(m, np.float32)
+        sums = np.zeros((3, m), np.float64)
+        for t in range(T - 1, -1, -1):
+            h = hs[t]
+            _surrogate_row(h, theta, alpha, kind, sg)
+            if has_gs:
+                if gs_per_step:
+                    g[:] = gs[t, 0]
+                else:
+                    g = gs[t, n0:n1]
+            if param_grads:  # before a is updated: d theta terms use a[t]
+                for i in range(m):
+                    r = sg[i] * keep
+                    dth = theta * r - F32(h[i] - theta > F32(0)) if soft else (h[i] - v_reset) * r
+                    sums[2, i] += a[i] * dth - g[i] * sg[i]
+            if soft:
+                for i in range(m):
+                    gh[i] = g[i] * sg[i] + a[i] * (F32(1) - theta * (sg[i] * keep))
+            else:
+                for i in range(m):
+                    f = F32(h[i] - theta > F32(0))
+                    gh[i] = g[i] * sg[i] + a[i] * ((F32(1) - f) + (v_reset - h[i]) * (sg[i] * keep))
+            gxt = gx[t, n0:n1]
+            for i in range(m):
+                gxt[i] = gain * gh[i]
+                a[i] = beta * gh[i]
+            if param_grads:
+                xt = x[t, n0:n1]
+                for i in range(m):
+                    sums[1, i] += gh[i] * xt[i]
+                if t == 0:
+                    for i in range(m):
+                        sums[0, i] += gh[i] * v0[n0 + i]
+                else:  # v[t-1] is the reset of h[t-1]
+                    hp = hs[t - 1]
+                    for i in range(m):
+                        f = F32(hp[i] - theta > F32(0))
+                        vp = hp[i] - theta * f if soft else hp[i] * (F32(1) - f) + v_reset * f
+                        sums[0, i] += gh[i] * vp
+        gv0[n0:n1] = a
+        if param_grads:
+            for j in range(3):
+                acc[c, j] = sums[j].sum()
+
+
+def _use_torch_threads() -> None:
+    """Run on as many threads as torch does (``torch.set_num_threads`` governs both)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _f32(value: Tensor | float) -> np.float32:
+    return F32(value.item() if isinstance(value, Tensor) else value)
+
+
+def forward(
+    x: Tensor, v0: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v_reset: float, soft: bool, save: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    spikes, v = torch.empty_like(x), torch.empty_like(v0)
+    _use_torch_threads()
+    _forward(
+        x.detach().numpy(), v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft,
+        spikes.numpy(), v.numpy(),
+    )  # fmt: skip
+    return spikes, v, x.new_empty((0, x.shape[1]))
+
+
+def backward(
+    grad_spikes: Tensor | None,
+    grad_v: Tensor | None,
+    x: Tensor,
+    v0: Tensor,
+    beta: Tensor,
+    gain: Tensor,
+    threshold: Tensor,
+    saved: Tensor,
+    v_reset: float,
+    soft: bool,
+    detach_reset: bool,
+    surrogate: int,
+    alpha: float,
+    param_grads: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    T, N = x.shape
+    gs, per_step = x.new_zeros((1, 1)), True
+    if grad_spikes is not None:
+        # spikes.sum() and the like give one value per step broadcast over the neurons: read it as such.
+        per_step = grad_spikes.stride(1) == 0
+        gs = grad_spikes[:, :1] if per_step else grad_spikes.contiguous()
+    gv = grad_v.contiguous() if grad_v is not None else torch.zeros_like(v0)
+    gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
+    acc = np.zeros(((N + CHUNK - 1) // CHUNK, 3), np.float64)
+    _use_torch_threads()
+    _backward(
+        gs.detach().numpy(), per_step, grad_spikes is not None, gv.detach().numpy(), x.detach().numpy(),
+        v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft, detach_reset, surrogate,
+        _f32(alpha), param_grads, gx.numpy(), gv0.numpy(), acc,
+    )  # fmt: skip
+    return gx, gv0, torch.from_numpy(acc.sum(0)).to(torch.float32)
+
+
+def unsupported(device: str, dtype: torch.dtype) -> str | None:
+    """Why these kernels cannot run an input on ``device`` of ``dtype``, or None."""
+    if device != "cpu":
+        return f"the numba kernels run on the CPU, the input is on {device}"
+    if dtype != torch.float32:
+        return f"the numba kernels take float32, the input is {dtype}"
+    return None
+
+
+lif = define_lif_op("numba", forward, backward, saved_rows=lambda T: 0)
