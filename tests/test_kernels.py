@@ -145,6 +145,68 @@ def test_triton_low_precision_cuda(dtype: torch.dtype) -> None:
         torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2 * max(1.0, b.abs().max().item()))
 
 
+class SpikesOnly(torch.nn.Module):
+    """A LIF layer whose output is its spikes alone (what graph capture and compilation wrap)."""
+
+    def __init__(self, neuron: torch.nn.Module) -> None:
+        super().__init__()
+        self.neuron = neuron
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.neuron(x)[0]
+
+
+@pytest.mark.skipif(not CUDA or not _can_run("triton", "cuda"), reason="needs CUDA and triton")
+def test_triton_cuda_graph_and_compile() -> None:
+    """The Triton op runs inside a captured CUDA graph (forward and backward) and under ``torch.compile``
+    (Inductor sees the user kernels) with the eager spikes and gradients."""
+    torch.manual_seed(0)
+    reference, fast = lif_pair("triton", "cuda", learn_tau=True, learn_threshold=True)
+    x = (torch.randn(12, 8, 300, device="cuda") * 3).requires_grad_()
+    weights = torch.randn(12, 8, 300, device="cuda")
+
+    def check(layer: torch.nn.Module) -> None:
+        spikes = layer(x)
+        grads = torch.autograd.grad((spikes * weights).sum(), [x, *fast.parameters()])
+        s_ref = reference(x)[0]
+        g_ref = torch.autograd.grad((s_ref * weights).sum(), [x, *reference.parameters()])
+        assert torch.equal(spikes, s_ref)
+        for a, b in zip(grads, g_ref):
+            torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+    check(torch.cuda.make_graphed_callables(SpikesOnly(fast), (x,)))
+    check(torch.compile(SpikesOnly(fast), fullgraph=True))
+
+
+@pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
+def test_triton_kernels_compile_for_hopper() -> None:
+    """Without a GPU: both kernels compile for sm_90 with fusion on (as Inductor compiles them), keep nothing in
+    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+
+    from snnlab.kernels import triton_lif
+
+    def ptx(kernel, constexprs: dict) -> str:
+        names = kernel.arg_names
+        signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
+        signature.update({n: "fp32" for n in ("v_reset", "alpha") if n in names})
+        source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+
+    common = {"SOFT": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
+    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True})
+    backward = ptx(
+        triton_lif._backward_kernel,
+        {**common, "DETACH": False, "SURROGATE": 1, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True},
+    )
+    per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
+    for code in (forward, backward):
+        assert ".local" not in code
+        assert code.count("mul.rn.f32") == 2 * triton_lif.K * per_step  # beta v and gain x, every step
+
+
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
     """This file's Triton cases, on the CPU through ``TRITON_INTERPRET=1`` (read at import, hence the subprocess)."""

@@ -10,7 +10,9 @@ spikes and membranes are bit for bit those of ``reference.py``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -27,48 +29,40 @@ F32 = np.float32
 
 
 @numba.njit(cache=True, inline="always")
-def _surrogate_row(h, theta, alpha, kind, out):  # pragma: no cover - compiled
-    """out[i] = g(h[i] - theta) for surrogate ``kind`` (ops.SURROGATE_IDS); one loop per kind so each vectorises."""
-    n = h.shape[0]
+def _surrogate(u, alpha, kind):  # pragma: no cover - compiled
+    """g(u) for surrogate ``kind`` (ops.SURROGATE_IDS), in float32."""
     if kind == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
-        for i in range(n):
-            e = np.exp(-abs(alpha * (h[i] - theta)))
-            d = F32(1) + e
-            out[i] = alpha * e / (d * d)
-    elif kind == 1:  # atan
-        c = F32(math.pi / 2) * alpha
-        half = alpha / F32(2)
-        for i in range(n):
-            z = c * (h[i] - theta)
-            out[i] = half / (F32(1) + z * z)
-    elif kind == 2:  # fast_sigmoid
-        for i in range(n):
-            d = F32(1) + alpha * abs(h[i] - theta)
-            out[i] = F32(1) / (d * d)
-    elif kind == 3:  # triangle
-        a2 = alpha * alpha
-        for i in range(n):
-            out[i] = max(F32(0), alpha - a2 * abs(h[i] - theta))
-    else:  # rectangle
-        w = F32(0.5) / alpha
-        for i in range(n):
-            out[i] = alpha if abs(h[i] - theta) < w else F32(0)
+        e = np.exp(-abs(alpha * u))
+        return alpha * e / ((F32(1) + e) * (F32(1) + e))
+    if kind == 1:  # atan
+        z = (F32(math.pi / 2) * alpha) * u
+        return (alpha / F32(2)) / (F32(1) + z * z)
+    if kind == 2:  # fast_sigmoid
+        d = F32(1) + alpha * abs(u)
+        return F32(1) / (d * d)
+    if kind == 3:  # triangle
+        return max(F32(0), alpha - alpha * alpha * abs(u))
+    return alpha if abs(u) < F32(0.5) / alpha else F32(0)  # rectangle
+
+
+@numba.njit(cache=True, inline="always")
+def _reset_row(h, v, theta, v_reset, soft):  # pragma: no cover - compiled
+    """v = the membrane after the spike of h, written as the reference writes it (soft or hard reset)."""
+    if soft:
+        for i in range(h.shape[0]):
+            v[i] = h[i] - theta * F32(h[i] - theta > F32(0))
+    else:
+        for i in range(h.shape[0]):
+            f = F32(h[i] - theta > F32(0))
+            v[i] = h[i] * (F32(1) - f) + v_reset * f
 
 
 @numba.njit(cache=True, inline="always")
 def _charge_row(x, v, h, beta, gain, theta, v_reset, soft):  # pragma: no cover - compiled
-    """One step for a chunk: h = beta v + gain x, then v <- reset(h) in place; returns nothing, fills ``h``."""
-    if soft:
-        for i in range(v.shape[0]):
-            hi = beta * v[i] + gain * x[i]
-            h[i] = hi
-            v[i] = hi - theta * F32(hi - theta > F32(0))
-    else:
-        for i in range(v.shape[0]):
-            hi = beta * v[i] + gain * x[i]
-            f = F32(hi - theta > F32(0))
-            h[i] = hi
-            v[i] = hi * (F32(1) - f) + v_reset * f
+    """One step for a chunk: h = beta v + gain x, then v <- the reset of h, in place."""
+    for i in range(v.shape[0]):
+        h[i] = beta * v[i] + gain * x[i]
+    _reset_row(h, v, theta, v_reset, soft)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -85,66 +79,61 @@ def _forward(x, v0, beta, gain, theta, v_reset, soft, spikes, v):  # pragma: no 
                 h[i] = F32(h[i] - theta > F32(0))
 
 
-@numba.njit(parallel=True, cache=True)
-def _backward(
-    gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, kind, alpha, param_grads, gx, gv0, acc
-):  # pragma: no cover - compiled
-    T, N = x.shape
-    keep = F32(0) if detach else F32(1)
-    for c in prange((N + CHUNK - 1) // CHUNK):
-        n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
-        m = n1 - n0
-        hs = np.empty((T, m), np.float32)
-        a = np.empty(m, np.float32)  # first the membrane, then dL/dv
-        a[:] = v0[n0:n1]
-        for t in range(T):
-            _charge_row(x[t, n0:n1], a, hs[t], beta, gain, theta, v_reset, soft)
-        a[:] = gv[n0:n1]
-        sg = np.empty(m, np.float32)
-        gh = np.empty(m, np.float32)
-        g = np.zeros(m, np.float32)
-        sums = np.zeros((3, m), np.float64)
-        for t in range(T - 1, -1, -1):
-            h = hs[t]
-            _surrogate_row(h, theta, alpha, kind, sg)
-            if has_gs:
-                if gs_per_step:
+@functools.cache
+def _backward_kernel(kind: int) -> Callable[..., None]:
+    """The backward compiled for one surrogate (a constant here, so that the surrogate is part of one fused,
+    vectorised inner loop); each is compiled on first use and cached on disk."""
+
+    @numba.njit(parallel=True, cache=True)
+    def backward(gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, alpha, param_grads, gx, gv0, acc):  # fmt: skip  # pragma: no cover
+        T, N = x.shape
+        keep = F32(0) if detach else F32(1)
+        for c in prange((N + CHUNK - 1) // CHUNK):
+            n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
+            m = n1 - n0
+            hs = np.empty((T, m), np.float32)
+            a = np.empty(m, np.float32)  # first the membrane, then dL/dv
+            a[:] = v0[n0:n1]
+            for t in range(T):
+                _charge_row(x[t, n0:n1], a, hs[t], beta, gain, theta, v_reset, soft)
+            a[:] = gv[n0:n1]
+            g = np.zeros(m, np.float32)
+            v_prev = np.empty(m, np.float32)
+            sums = np.zeros((3, m), np.float32)  # per neuron: dL/dbeta, dL/dgain, dL/dtheta
+            for t in range(T - 1, -1, -1):
+                h, xt, gxt = hs[t], x[t, n0:n1], gx[t, n0:n1]
+                if has_gs and gs_per_step:
                     g[:] = gs[t, 0]
-                else:
-                    g = gs[t, n0:n1]
-            if param_grads:  # before a is updated: d theta terms use a[t]
+                elif has_gs:
+                    g[:] = gs[t, n0:n1]
+                if param_grads and t == 0:
+                    v_prev[:] = v0[n0:n1]
+                elif param_grads:
+                    _reset_row(hs[t - 1], v_prev, theta, v_reset, soft)
                 for i in range(m):
-                    r = sg[i] * keep
-                    dth = theta * r - F32(h[i] - theta > F32(0)) if soft else (h[i] - v_reset) * r
-                    sums[2, i] += a[i] * dth - g[i] * sg[i]
-            if soft:
-                for i in range(m):
-                    gh[i] = g[i] * sg[i] + a[i] * (F32(1) - theta * (sg[i] * keep))
-            else:
-                for i in range(m):
-                    f = F32(h[i] - theta > F32(0))
-                    gh[i] = g[i] * sg[i] + a[i] * ((F32(1) - f) + (v_reset - h[i]) * (sg[i] * keep))
-            gxt = gx[t, n0:n1]
-            for i in range(m):
-                gxt[i] = gain * gh[i]
-                a[i] = beta * gh[i]
+                    u = h[i] - theta
+                    sg = _surrogate(u, alpha, kind)
+                    r = sg * keep
+                    f = F32(u > F32(0))
+                    if soft:
+                        dv_dh = F32(1) - theta * r
+                        dv_dtheta = theta * r - f
+                    else:
+                        dv_dh = (F32(1) - f) + (v_reset - h[i]) * r
+                        dv_dtheta = (h[i] - v_reset) * r
+                    gh = g[i] * sg + a[i] * dv_dh
+                    if param_grads:
+                        sums[0, i] += gh * v_prev[i]
+                        sums[1, i] += gh * xt[i]
+                        sums[2, i] += a[i] * dv_dtheta - g[i] * sg
+                    gxt[i] = gain * gh
+                    a[i] = beta * gh
+            gv0[n0:n1] = a
             if param_grads:
-                xt = x[t, n0:n1]
-                for i in range(m):
-                    sums[1, i] += gh[i] * xt[i]
-                if t == 0:
-                    for i in range(m):
-                        sums[0, i] += gh[i] * v0[n0 + i]
-                else:  # v[t-1] is the reset of h[t-1]
-                    hp = hs[t - 1]
-                    for i in range(m):
-                        f = F32(hp[i] - theta > F32(0))
-                        vp = hp[i] - theta * f if soft else hp[i] * (F32(1) - f) + v_reset * f
-                        sums[0, i] += gh[i] * vp
-        gv0[n0:n1] = a
-        if param_grads:
-            for j in range(3):
-                acc[c, j] = sums[j].sum()
+                for j in range(3):
+                    acc[c, j] = sums[j].astype(np.float64).sum()
+
+    return backward
 
 
 def _use_torch_threads() -> None:
@@ -194,10 +183,10 @@ def backward(
     gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
     acc = np.zeros(((N + CHUNK - 1) // CHUNK, 3), np.float64)
     _use_torch_threads()
-    _backward(
+    _backward_kernel(surrogate)(
         gs.detach().numpy(), per_step, grad_spikes is not None, gv.detach().numpy(), x.detach().numpy(),
-        v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft, detach_reset, surrogate,
-        _f32(alpha), param_grads, gx.numpy(), gv0.numpy(), acc,
+        v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft, detach_reset, _f32(alpha),
+        param_grads, gx.numpy(), gv0.numpy(), acc,
     )  # fmt: skip
     return gx, gv0, torch.from_numpy(acc.sum(0)).to(torch.float32)
 

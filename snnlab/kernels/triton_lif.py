@@ -11,6 +11,7 @@ exact spikes. This reads x once more instead of reading a saved membrane: the sa
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -24,7 +25,7 @@ from .ops import define_lif_op
 K = 8
 """Steps per checkpointed segment."""
 BLOCK = 256
-"""Neurons per program."""
+"""Neurons per program at most; fewer when that leaves the GPU with too few programs."""
 NUM_WARPS = 4
 
 
@@ -48,8 +49,27 @@ def _surrogate_grad(u, alpha, KIND: tl.constexpr):
 
 
 @triton.jit
+def _mul_rn(a, b):
+    """a * b in float32 as PTX ``mul.rn``, which no compile option contracts into a fused multiply-add."""
+    return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _charge(v, x, beta, gain, EXACT: tl.constexpr):
+    """h = beta v + gain x rounded as the reference rounds it: two products and a sum, never a fused multiply-add
+    (Inductor compiles these kernels with its own options, fusion on). The interpreter (``EXACT`` false) computes
+    the separate operations in numpy."""
+    if EXACT:
+        h = _mul_rn(beta + tl.zeros_like(v), v) + _mul_rn(gain + tl.zeros_like(x), x)
+    else:
+        h = beta * v + gain * x
+    return h
+
+
+@triton.jit
 def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
-    """The membrane after the spike ``f`` (0.0 or 1.0), written as the reference writes it."""
+    """The membrane after the spike ``f`` (0.0 or 1.0), written as the reference writes it; every product here is
+    exact (a factor is 0 or 1), so a contraction cannot change it."""
     if SOFT:
         v = h - theta * f
     else:
@@ -60,7 +80,7 @@ def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
 @triton.jit
 def _forward_kernel(
     x_ptr, v0_ptr, beta_ptr, gain_ptr, theta_ptr, s_ptr, v_ptr, ckpt_ptr, T, N, v_reset,
-    SOFT: tl.constexpr, SAVE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    SOFT: tl.constexpr, SAVE: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
@@ -79,7 +99,7 @@ def _forward_kernel(
         for k in tl.static_range(K):
             live = zero + (seg * K + k) < T
             x = tl.load(x_ptrs, mask=mask & live, other=0.0).to(tl.float32)
-            h = beta * v + gain * x
+            h = _charge(v, x, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
             v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
             tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
@@ -93,7 +113,7 @@ def _backward_kernel(
     gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, v0_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, gx_ptr, gv0_ptr, acc_ptr,
     T, N, v_reset, alpha,
     SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    PARAM_GRADS: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     n = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -119,7 +139,7 @@ def _backward_kernel(
         xs = ()
         for k in tl.static_range(K):  # recompute the segment, keeping h (and v[t-1], x for the parameters)
             x = tl.load(x_ptr + (start + k) * N + n, mask=mask & (zero + (start + k) < T), other=0.0).to(tl.float32)
-            h = beta * v + gain * x
+            h = _charge(v, x, beta, gain, EXACT)
             hs = hs + (h,)
             v_prev = v_prev + (v,)
             xs = xs + (x,)
@@ -156,8 +176,32 @@ def _backward_kernel(
         tl.store(acc_ptr + pid * 3 + 2, tl.sum(tl.where(mask, acc_theta, 0.0), axis=0))
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _exact() -> bool:
+    """Whether to spell the rounding out in PTX (compiled for NVIDIA; the interpreter runs no PTX)."""
+    return not _interpreting() and torch.version.hip is None
+
+
 def _segments(T: int) -> int:
     return triton.cdiv(T, K)
+
+
+@functools.cache
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _launch(N: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK, num_warps): halve the block until every multiprocessor gets four programs (small layers)."""
+    block, warps = BLOCK, NUM_WARPS
+    if device.type == "cuda":
+        while block > 64 and triton.cdiv(N, block) < 4 * _multiprocessors(device.index or 0):
+            block //= 2
+            warps = max(1, warps // 2) if block < 64 * warps else warps
+    return block, warps
 
 
 def forward(
@@ -166,9 +210,10 @@ def forward(
     T, N = x.shape
     spikes, v = torch.empty_like(x), torch.empty_like(v0)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    wrap_triton(_forward_kernel)[(triton.cdiv(N, BLOCK),)](
+    block, warps = _launch(N, x.device)
+    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, beta, gain, threshold, spikes, v, ckpt, T, N, v_reset,
-        SOFT=soft, SAVE=save, K=K, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False,
+        SOFT=soft, SAVE=save, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
     return spikes, v, ckpt
 
@@ -190,17 +235,18 @@ def backward(
     param_grads: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     T, N = x.shape
-    programs = triton.cdiv(N, BLOCK)
+    block, warps = _launch(N, x.device)
+    programs = triton.cdiv(N, block)
     gs = x if grad_spikes is None else grad_spikes
     if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
         gs = gs.contiguous()
     gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
     acc = torch.zeros((programs if param_grads else 1, 3), dtype=torch.float32, device=x.device)
     wrap_triton(_backward_kernel)[(programs,)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v, x, v0, saved, beta, gain, threshold,
+        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, v0, saved, beta, gain, threshold,
         gx, gv0, acc, T, N, v_reset, alpha,
         SOFT=soft, DETACH=detach_reset, SURROGATE=surrogate, HAS_GS=grad_spikes is not None,
-        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, K=K, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps,
         enable_fp_fusion=False,
     )  # fmt: skip
     return gx, gv0, acc.sum(0)
@@ -208,7 +254,7 @@ def backward(
 
 def unsupported(device: str, dtype: torch.dtype) -> str | None:
     """Why these kernels cannot run an input on ``device`` of ``dtype``, or None (the CPU under the interpreter)."""
-    if device != "cuda" and not (device == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+    if device != "cuda" and not (device == "cpu" and _interpreting()):
         return f"the triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), the input is on {device}"
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"the triton kernels take float32, float16 or bfloat16, the input is {dtype}"
