@@ -12,7 +12,7 @@ Example::
     >>> from snnlab.kernels import lif_sequence
     >>> from snnlab.surrogates import ATan
     >>> x = torch.randn(8, 4, 10)
-    >>> s, v = lif_sequence(x, torch.zeros(4, 10), 0.5, 1.0, decay_input=False, reset="soft", v_reset=0.0,
+    >>> s, v = lif_sequence(x, None, 0.5, 1.0, decay_input=False, reset="soft", v_reset=0.0,
     ...                     detach_reset=False, surrogate=ATan(), backend="auto")
     >>> s.shape, v.shape
     (torch.Size([8, 4, 10]), torch.Size([4, 10]))
@@ -90,7 +90,7 @@ def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
 
 def lif_sequence(
     x_seq: Tensor,
-    v: Tensor,
+    v: Tensor | None,
     beta: Tensor | float,
     threshold: Tensor | float,
     *,
@@ -101,7 +101,8 @@ def lif_sequence(
     surrogate: Surrogate,
     backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """A LIF layer over the sequence ``x_seq`` ``[T, ...]`` from membrane ``v`` ``[...]``: spikes and final membrane.
+    """A LIF layer over the sequence ``x_seq`` ``[T, ...]`` from membrane ``v`` ``[...]`` (None: at rest, 0): spikes
+    and the final membrane.
 
     The arguments are those of ``reference.lif_reference``, which every backend matches spike for spike.
     """
@@ -117,7 +118,7 @@ def lif_sequence(
     # gain is (1 - beta) computed exactly as leak.charge computes it, so the kernels' float32 products match.
     params = [_scalar(p, x_seq) for p in (beta, (1 - beta) if decay_input else 1.0, threshold)]
     x = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-    v0 = v.expand(x_seq.shape[1:]).reshape(-1).contiguous()
+    v0 = x.new_empty(0) if v is None else v.expand(x_seq.shape[1:]).reshape(-1).contiguous()
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (x, v0, *params))
     spikes, v_last, _ = op(
         x, v0, *params, float(v_reset), reset == "soft", detach_reset, SURROGATE_IDS[surrogate.name],

@@ -46,37 +46,40 @@ def _surrogate(u, alpha, kind):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
-def _reset_row(h, v, theta, v_reset, soft):  # pragma: no cover - compiled
-    """v = the membrane after the spike of h, written as the reference writes it (soft or hard reset)."""
-    if soft:
-        for i in range(h.shape[0]):
-            v[i] = h[i] - theta * F32(h[i] - theta > F32(0))
-    else:
-        for i in range(h.shape[0]):
-            f = F32(h[i] - theta > F32(0))
-            v[i] = h[i] * (F32(1) - f) + v_reset * f
+def _reset(h, theta, hard, jump):  # pragma: no cover - compiled
+    """The membrane after h's spike f: h (1 - f hard) + f jump, with (hard, jump) = (0, -theta) for a soft reset,
+    (1, v_reset) for a hard one. Every product with f or hard is exact, so this rounds exactly as the reference's
+    h - theta f and h (1 - f) + v_reset f, and one branch-free loop serves both resets."""
+    f = F32(h - theta > F32(0))
+    return h * (F32(1) - f * hard) + f * jump
 
 
 @numba.njit(cache=True, inline="always")
-def _charge_row(x, v, h, beta, gain, theta, v_reset, soft):  # pragma: no cover - compiled
-    """One step for a chunk: h = beta v + gain x, then v <- the reset of h, in place."""
+def _step_row(x, v, out, beta, gain, theta, hard, jump, spikes):  # pragma: no cover - compiled
+    """One step for a chunk: h = beta v + gain x, v <- its reset in place; ``out`` gets the spikes or h."""
     for i in range(v.shape[0]):
-        h[i] = beta * v[i] + gain * x[i]
-    _reset_row(h, v, theta, v_reset, soft)
+        h = beta * v[i] + gain * x[i]
+        out[i] = F32(h - theta > F32(0)) if spikes else h
+        v[i] = _reset(h, theta, hard, jump)
+
+
+@numba.njit(cache=True, inline="always")
+def _start(v0, out, n0):  # pragma: no cover - compiled
+    """out = the initial membrane of the chunk starting at neuron n0: v0's values, or 0 for an empty v0 (at rest)."""
+    if v0.shape[0] == 0:
+        out[:] = 0
+    else:
+        out[:] = v0[n0 : n0 + out.shape[0]]
 
 
 @numba.njit(parallel=True, cache=True)
-def _forward(x, v0, beta, gain, theta, v_reset, soft, spikes, v):  # pragma: no cover - compiled
+def _forward(x, v0, beta, gain, theta, hard, jump, spikes, v):  # pragma: no cover - compiled
     T, N = x.shape
     for c in prange((N + CHUNK - 1) // CHUNK):
         n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
-        vc = v[n0:n1]
-        vc[:] = v0[n0:n1]
+        _start(v0, v[n0:n1], n0)
         for t in range(T):
-            h = spikes[t, n0:n1]  # h lands in the spike row, then becomes the spike
-            _charge_row(x[t, n0:n1], vc, h, beta, gain, theta, v_reset, soft)
-            for i in range(n1 - n0):
-                h[i] = F32(h[i] - theta > F32(0))
+            _step_row(x[t, n0:n1], v[n0:n1], spikes[t, n0:n1], beta, gain, theta, hard, jump, True)
 
 
 @functools.cache
@@ -85,18 +88,24 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
     vectorised inner loop); each is compiled on first use and cached on disk."""
 
     @numba.njit(parallel=True, cache=True)
-    def backward(gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, alpha, param_grads, gx, gv0, acc):  # fmt: skip  # pragma: no cover
+    def backward(  # pragma: no cover - compiled
+        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, alpha, param_grads, gx, gv0, acc
+    ):
         T, N = x.shape
         keep = F32(0) if detach else F32(1)
+        hard, jump = (F32(0), -theta) if soft else (F32(1), v_reset)
         for c in prange((N + CHUNK - 1) // CHUNK):
             n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
             m = n1 - n0
             hs = np.empty((T, m), np.float32)
             a = np.empty(m, np.float32)  # first the membrane, then dL/dv
-            a[:] = v0[n0:n1]
+            _start(v0, a, n0)
             for t in range(T):
-                _charge_row(x[t, n0:n1], a, hs[t], beta, gain, theta, v_reset, soft)
-            a[:] = gv[n0:n1]
+                _step_row(x[t, n0:n1], a, hs[t], beta, gain, theta, hard, jump, False)
+            if gv.shape[0] == 0:  # no gradient reaches the final membrane
+                a[:] = 0
+            else:
+                a[:] = gv[n0:n1]
             g = np.zeros(m, np.float32)
             v_prev = np.empty(m, np.float32)
             sums = np.zeros((3, m), np.float32)  # per neuron: dL/dbeta, dL/dgain, dL/dtheta
@@ -107,9 +116,10 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
                 elif has_gs:
                     g[:] = gs[t, n0:n1]
                 if param_grads and t == 0:
-                    v_prev[:] = v0[n0:n1]
+                    _start(v0, v_prev, n0)
                 elif param_grads:
-                    _reset_row(hs[t - 1], v_prev, theta, v_reset, soft)
+                    for i in range(m):
+                        v_prev[i] = _reset(hs[t - 1, i], theta, hard, jump)
                 for i in range(m):
                     u = h[i] - theta
                     sg = _surrogate(u, alpha, kind)
@@ -128,7 +138,8 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
                     gxt[i] = gain * gh
                     a[i] = beta * gh
-            gv0[n0:n1] = a
+            if gv0.shape[0] > 0:
+                gv0[n0:n1] = a
             if param_grads:
                 for j in range(3):
                     acc[c, j] = sums[j].astype(np.float64).sum()
@@ -141,6 +152,13 @@ def _use_torch_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _empty(like: Tensor) -> Tensor:
+    """An uninitialised float32 tensor shaped like ``like``, allocated by numpy: numpy asks for transparent huge
+    pages, torch's CPU allocator does not, and on a fresh 8 MB output the 4 KB page faults cost as much as the
+    kernel itself."""
+    return torch.from_numpy(np.empty(like.shape, np.float32))
+
+
 def _f32(value: Tensor | float) -> np.float32:
     return F32(value.item() if isinstance(value, Tensor) else value)
 
@@ -148,12 +166,13 @@ def _f32(value: Tensor | float) -> np.float32:
 def forward(
     x: Tensor, v0: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v_reset: float, soft: bool, save: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    spikes, v = torch.empty_like(x), torch.empty_like(v0)
+    spikes, v = _empty(x), x.new_empty(x.shape[1], dtype=v0.dtype)
     _use_torch_threads()
+    theta = _f32(threshold)
+    hard, jump = (F32(0), -theta) if soft else (F32(1), _f32(v_reset))
     _forward(
-        x.detach().numpy(), v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft,
-        spikes.numpy(), v.numpy(),
-    )  # fmt: skip
+        x.detach().numpy(), v0.detach().numpy(), _f32(beta), _f32(gain), theta, hard, jump, spikes.numpy(), v.numpy()
+    )
     return spikes, v, x.new_empty((0, x.shape[1]))
 
 
@@ -179,8 +198,9 @@ def backward(
         # spikes.sum() and the like give one value per step broadcast over the neurons: read it as such.
         per_step = grad_spikes.stride(1) == 0
         gs = grad_spikes[:, :1] if per_step else grad_spikes.contiguous()
-    gv = grad_v.contiguous() if grad_v is not None else torch.zeros_like(v0)
-    gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
+    # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
+    gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
+    gx, gv0 = _empty(x), torch.empty_like(v0)
     acc = np.zeros(((N + CHUNK - 1) // CHUNK, 3), np.float64)
     _use_torch_threads()
     _backward_kernel(surrogate)(

@@ -1,8 +1,9 @@
 """A fused LIF kernel as a pair of ``torch.library`` custom ops (forward, backward) joined by its autograd formula.
 
-Each backend supplies a forward and a backward implementation over flat tensors (``x`` ``[T, N]``, ``v0`` ``[N]``)
-and gets an operator ``torch.ops.snnlab.lif_<backend>`` with a fake (meta) implementation, so that
-``torch.compile`` traces through it and CUDA graphs capture it like a built-in operator.
+Each backend supplies a forward and a backward implementation over flat tensors (``x`` ``[T, N]``, ``v0`` ``[N]``,
+or ``[0]`` for a neuron at rest, which spares a fill and a read) and gets an operator
+``torch.ops.snnlab.lif_<backend>`` with a fake (meta) implementation, so that ``torch.compile`` traces through it
+and CUDA graphs capture it like a built-in operator.
 
 The op computes, per neuron and step (the definition in ``reference.py``)::
 
@@ -43,7 +44,8 @@ class Forward(Protocol):
         soft: bool,
         save: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Spikes ``[T, N]`` (x's dtype), final membrane ``[N]`` (v0's dtype), and what backward needs (``save``)."""
+        """Spikes ``[T, N]`` (x's dtype), final membrane ``[N]`` (v0's dtype), and what backward needs (``save``);
+        an empty ``v0`` is a membrane at 0."""
 
 
 class Backward(Protocol):
@@ -64,8 +66,8 @@ class Backward(Protocol):
         alpha: float,
         param_grads: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Gradients of x ``[T, N]`` and v0 ``[N]``, and ``[3]`` float32 for (beta, gain, threshold) (zeros unless
-        ``param_grads``). ``grad_spikes`` may be an expanded view (stride 0), as ``spikes.sum()`` gives."""
+        """Gradients of x ``[T, N]`` and v0 (shaped like it), and ``[3]`` float32 for (beta, gain, threshold) (zeros
+        unless ``param_grads``). ``grad_spikes`` may be an expanded view (stride 0), as ``spikes.sum()`` gives."""
 
 
 def define_lif_op(
@@ -126,7 +128,8 @@ def define_lif_op(
         @lif.register_fake
         def _(x, v0, beta, gain, threshold, v_reset, soft, detach_reset, surrogate, alpha, save):
             rows = saved_rows(x.shape[0]) if save else 0
-            return torch.empty_like(x), torch.empty_like(v0), x.new_empty((rows, x.shape[1]), dtype=torch.float32)
+            v = x.new_empty(x.shape[1], dtype=v0.dtype)
+            return torch.empty_like(x), v, x.new_empty((rows, x.shape[1]), dtype=torch.float32)
 
         @lif_backward.register_fake
         def _(grad_spikes, grad_v, x, v0, *args):

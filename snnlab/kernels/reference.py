@@ -16,7 +16,7 @@ from ..surrogates import Surrogate
 
 def lif_reference(
     x_seq: Tensor,
-    v: Tensor,
+    v: Tensor | None,
     beta: Tensor | float,
     threshold: Tensor | float,
     *,
@@ -26,7 +26,10 @@ def lif_reference(
     detach_reset: bool,
     surrogate: Surrogate,
 ) -> tuple[Tensor, Tensor]:
-    """Spikes ``[T, ...]`` and the final membrane for input current ``x_seq`` ``[T, ...]`` from membrane ``v``."""
+    """Spikes ``[T, ...]`` and the final membrane for input current ``x_seq`` ``[T, ...]`` from membrane ``v``
+    (None: at rest, 0)."""
+    if v is None:
+        v = torch.zeros_like(x_seq[0])
     spikes = []
     for x_t in x_seq:
         h = charge(x_t, v, beta, decay_input)

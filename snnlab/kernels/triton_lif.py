@@ -80,14 +80,18 @@ def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
 @triton.jit
 def _forward_kernel(
     x_ptr, v0_ptr, beta_ptr, gain_ptr, theta_ptr, s_ptr, v_ptr, ckpt_ptr, T, N, v_reset,
-    SOFT: tl.constexpr, SAVE: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    SOFT: tl.constexpr, SAVE: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     beta = tl.load(beta_ptr)
     gain = tl.load(gain_ptr)
     theta = tl.load(theta_ptr)
-    v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    if HAS_V0:
+        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    else:  # at rest
+        v = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -110,10 +114,10 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, v0_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, gx_ptr, gv0_ptr, acc_ptr,
+    gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, gx_ptr, gv0_ptr, acc_ptr,
     T, N, v_reset, alpha,
     SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     n = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -169,7 +173,8 @@ def _backward_kernel(
                 acc_gain += gh * xs[k]
                 acc_theta += tl.where(live, a * dv_dtheta - g * sg, 0.0)
             a = tl.where(live, beta * gh, a)
-    tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
+    if HAS_V0:
+        tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
     if PARAM_GRADS:
         tl.store(acc_ptr + pid * 3, tl.sum(tl.where(mask, acc_beta, 0.0), axis=0))
         tl.store(acc_ptr + pid * 3 + 1, tl.sum(tl.where(mask, acc_gain, 0.0), axis=0))
@@ -208,12 +213,13 @@ def forward(
     x: Tensor, v0: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v_reset: float, soft: bool, save: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     T, N = x.shape
-    spikes, v = torch.empty_like(x), torch.empty_like(v0)
+    spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
     block, warps = _launch(N, x.device)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, beta, gain, threshold, spikes, v, ckpt, T, N, v_reset,
-        SOFT=soft, SAVE=save, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
+        SOFT=soft, SAVE=save, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps,
+        enable_fp_fusion=False,
     )  # fmt: skip
     return spikes, v, ckpt
 
@@ -243,10 +249,11 @@ def backward(
     gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
     acc = torch.zeros((programs if param_grads else 1, 3), dtype=torch.float32, device=x.device)
     wrap_triton(_backward_kernel)[(programs,)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, v0, saved, beta, gain, threshold,
+        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, beta, gain, threshold,
         gx, gv0, acc, T, N, v_reset, alpha,
         SOFT=soft, DETACH=detach_reset, SURROGATE=surrogate, HAS_GS=grad_spikes is not None,
-        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps,
+        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
+        num_warps=warps,
         enable_fp_fusion=False,
     )  # fmt: skip
     return gx, gv0, acc.sum(0)

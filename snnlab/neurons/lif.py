@@ -136,10 +136,8 @@ class LIF(LI):
 
     def forward(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
         """The whole sequence through the chosen backend; the same spikes as a loop of ``step``."""
-        if state is None:
-            state = self.initial_state(x_seq[0])
         s, v = lif_sequence(
-            x_seq, state.v, self.leak.beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
+            x_seq, None if state is None else state.v, self.leak.beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
             v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, backend=self.backend,
         )  # fmt: skip
         return s, MembraneState(v)
