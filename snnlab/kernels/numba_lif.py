@@ -2,7 +2,7 @@
 contiguous inner loop over the chunk that LLVM vectorises.
 
 Saved for backward: nothing but references to the input ``x`` and the initial membrane. The backward recomputes its
-chunk's membrane over all T into a T x CHUNK buffer that stays in cache (the same float operations as the forward, so
+chunk's membrane over all T into a T x chunk buffer that stays in cache (the same float operations as the forward, so
 the same spikes) and then runs back in time through it; this is cheaper than writing and re-reading the membrane.
 The arithmetic that decides spikes is written like the reference (no fused multiply-add, float32 constants), so
 spikes and membranes are bit for bit those of ``reference.py``.
@@ -22,8 +22,15 @@ from torch import Tensor
 
 from .ops import define_lif_op
 
-CHUNK = 512
-"""Neurons per parallel work item: T x CHUNK floats of recomputed membrane stay in the core's cache."""
+BUFFER = 131072
+"""Floats of recomputed membrane per work item in backward (T x chunk, 512 KB): it stays in the core's L2."""
+
+
+def _chunk(T: int) -> int:
+    """Neurons per parallel work item: BUFFER / T, a multiple of 16 between 64 and 1024 (measured at N = 65,536,
+    T = 8..128: 1024 was as fast as or faster than 64..512, and 4096 slower)."""
+    return max(64, min(1024, BUFFER // T // 16 * 16))
+
 
 F32 = np.float32
 
@@ -73,10 +80,10 @@ def _start(v0, out, n0):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True)
-def _forward(x, v0, beta, gain, theta, hard, jump, spikes, v):  # pragma: no cover - compiled
+def _forward(x, v0, beta, gain, theta, hard, jump, spikes, v, chunk):  # pragma: no cover - compiled
     T, N = x.shape
-    for c in prange((N + CHUNK - 1) // CHUNK):
-        n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
+    for c in prange((N + chunk - 1) // chunk):
+        n0, n1 = c * chunk, min(c * chunk + chunk, N)
         _start(v0, v[n0:n1], n0)
         for t in range(T):
             _step_row(x[t, n0:n1], v[n0:n1], spikes[t, n0:n1], beta, gain, theta, hard, jump, True)
@@ -89,13 +96,30 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
 
     @numba.njit(parallel=True, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, detach, alpha, param_grads, gx, gv0, acc
+        gs,
+        gs_per_step,
+        has_gs,
+        gv,
+        x,
+        v0,
+        beta,
+        gain,
+        theta,
+        v_reset,
+        soft,
+        detach,
+        alpha,
+        param_grads,
+        gx,
+        gv0,
+        acc,
+        chunk,
     ):
         T, N = x.shape
         keep = F32(0) if detach else F32(1)
         hard, jump = (F32(0), -theta) if soft else (F32(1), v_reset)
-        for c in prange((N + CHUNK - 1) // CHUNK):
-            n0, n1 = c * CHUNK, min(c * CHUNK + CHUNK, N)
+        for c in prange((N + chunk - 1) // chunk):
+            n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
             hs = np.empty((T, m), np.float32)
             a = np.empty(m, np.float32)  # first the membrane, then dL/dv
@@ -171,8 +195,9 @@ def forward(
     theta = _f32(threshold)
     hard, jump = (F32(0), -theta) if soft else (F32(1), _f32(v_reset))
     _forward(
-        x.detach().numpy(), v0.detach().numpy(), _f32(beta), _f32(gain), theta, hard, jump, spikes.numpy(), v.numpy()
-    )
+        x.detach().numpy(), v0.detach().numpy(), _f32(beta), _f32(gain), theta, hard, jump, spikes.numpy(), v.numpy(),
+        _chunk(x.shape[0]),
+    )  # fmt: skip
     return spikes, v, x.new_empty((0, x.shape[1]))
 
 
@@ -201,12 +226,13 @@ def backward(
     # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
     gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
     gx, gv0 = _empty(x), torch.empty_like(v0)
-    acc = np.zeros(((N + CHUNK - 1) // CHUNK, 3), np.float64)
+    chunk = _chunk(T)
+    acc = np.zeros(((N + chunk - 1) // chunk, 3), np.float64)
     _use_torch_threads()
     _backward_kernel(surrogate)(
         gs.detach().numpy(), per_step, grad_spikes is not None, gv.detach().numpy(), x.detach().numpy(),
         v0.detach().numpy(), _f32(beta), _f32(gain), _f32(threshold), _f32(v_reset), soft, detach_reset, _f32(alpha),
-        param_grads, gx.numpy(), gv0.numpy(), acc,
+        param_grads, gx.numpy(), gv0.numpy(), acc, chunk,
     )  # fmt: skip
     return gx, gv0, torch.from_numpy(acc.sum(0)).to(torch.float32)
 
