@@ -7,12 +7,13 @@ threshold 1, atan surrogate (alpha 2; Norse: its SuperSpike), loss ``spikes.sum(
 h = 0.5 v + 0.5 x and get 2x, prepared outside the timed region. The spike rates are printed to check that all
 cases agree (about 12% here).
 
-GPU: CUDA events around each iteration, median of ``--reps`` after warm-up, L2 flushed between iterations;
-"kept" is the memory allocated after forward with the graph alive minus the input and the spikes, per neuron-step;
-"holds x" says whether the graph keeps the input itself alive (in a network that input would otherwise be freed,
-so it then costs its own size too); bandwidth = the bytes that must move (fwd: read x, write s = 8 B per
-neuron-step in float32; fwd+bwd: also the loss reading s, the backward reading x again and writing dL/dx = 20 B)
-over the time, against a measured device-to-device copy (read + write). CPU: minimum (and median) of ``--reps``.
+GPU: CUDA events around each iteration, median of ``--reps`` after warm-up, L2 flushed between iterations.
+CPU: minimum (and median) of ``--reps``. "kept" is the memory allocated after forward with the graph alive
+minus the input and the spikes, per neuron-step (on the CPU: the storages autograd saves but the input's and
+the spikes'); "holds x" says whether the graph keeps the input itself alive (in a network that input would
+otherwise be freed, so it then costs its own size too). Bandwidth = the bytes that must move (fwd: read x,
+write s = 8 B per neuron-step in float32; fwd+bwd: also the loss reading s, the backward reading x again and
+writing dL/dx = 20 B) over the time, against a measured device-to-device copy (read + write).
 
     python benchmarks/lif_kernels.py --device cpu --T 32 --N 65536 --threads 2 --reps 15 --out cpu.json
     python benchmarks/lif_kernels.py --device cuda --sweep --out cuda.json     # T 8 32 128, N 65536 1048576
@@ -233,6 +234,23 @@ def kept_for_backward(case: Case, x_leaf: Tensor) -> dict[str, float | bool]:
     return {"kept": kept, "holds_x": holds_input, "peak": torch.cuda.max_memory_allocated() - before + x_bytes}
 
 
+def saved_for_backward(case: Case, x_leaf: Tensor) -> dict[str, float | bool]:
+    """On the CPU, where the allocator keeps no counters: the bytes of the distinct storages autograd saves for
+    backward, except the input's and the spikes', and whether the input's is among them."""
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = x_leaf.clone()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        spikes = case.run(x)
+    input_ptr, output_ptr = x.untyped_storage().data_ptr(), spikes.untyped_storage().data_ptr()
+    kept = sum(n for ptr, n in storages.items() if ptr not in (input_ptr, output_ptr))
+    return {"kept": kept, "holds_x": input_ptr in storages}
+
+
 def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = True) -> dict[str, object]:
     torch.manual_seed(0)
     x = (torch.randn(T, B, N // B, device=device) * case.scale).requires_grad_()
@@ -257,11 +275,12 @@ def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = T
     }  # fmt: skip
     for mode in MUST_MOVE:
         row[f"{mode}_GBs"] = MUST_MOVE[mode] * T * N / row[f"{mode}_ms"] / 1e6
-    if device == "cuda" and memory:
-        kept = kept_for_backward(case, x)
+    if memory:
+        kept = kept_for_backward(case, x) if device == "cuda" else saved_for_backward(case, x)
         row["kept_B"] = kept["kept"] / (T * N)
         row["holds_x"] = kept["holds_x"]
-        row["peak_MB"] = kept["peak"] / 2**20
+        if "peak" in kept:
+            row["peak_MB"] = kept["peak"] / 2**20
     return row
 
 
@@ -301,8 +320,7 @@ def summarize(report: dict) -> str:
     if gpu:
         lines.append(f"copy bandwidth {report['copy_GBs']:.0f} GB/s; triton config {report.get('triton_config')}")
     head = f"{'T':>4} {'N':>8} {'library':<20} {'fwd ms':>9} {'f+b ms':>9} {'x fast':>7} {'rate':>6}"
-    if gpu:
-        head += f" {'kept B':>7} {'holds x':>7} {'f+b %bw':>7}"
+    head += f" {'kept B':>7} {'holds x':>7}" + (f" {'f+b %bw':>7}" if gpu else "")
     lines.append(head)
     for T, N in sorted({(r["T"], r["N"]) for r in rows}):
         group = [r for r in rows if r["T"] == T and r["N"] == N]
@@ -311,9 +329,10 @@ def summarize(report: dict) -> str:
             ratio = r["fwdbwd_ms"] / ref["fwdbwd_ms"] if ref else float("nan")
             line = (f"{T:>4} {N:>8} {r['library']:<20} {r['fwd_ms']:>9.3f} {r['fwdbwd_ms']:>9.3f} {ratio:>7.2f} "
                     f"{r['rate']:>6.3f}")  # fmt: skip
+            if "kept_B" in r:
+                line += f" {r['kept_B']:>7.2f} {'yes' if r['holds_x'] else 'no':>7}"
             if gpu:
-                bw = r["fwdbwd_GBs"] / report["copy_GBs"] * 100
-                line += f" {r['kept_B']:>7.2f} {'yes' if r['holds_x'] else 'no':>7} {bw:>6.0f}%"
+                line += f" {r['fwdbwd_GBs'] / report['copy_GBs'] * 100:>6.0f}%"
             lines.append(line)
     for e in report.get("errors", []):
         lines.append(f"error: {e}")
