@@ -222,7 +222,7 @@ def backward(
     if grad_spikes is not None:
         # spikes.sum() and the like give one value per step broadcast over the neurons: read it as such.
         per_step = grad_spikes.stride(1) == 0
-        gs = grad_spikes[:, :1] if per_step else grad_spikes.contiguous()
+        gs = (grad_spikes[:, :1] if per_step else grad_spikes).contiguous()  # C-contiguous: one compiled kernel
     # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
     gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
     gx, gv0 = _empty(x), torch.empty_like(v0)
