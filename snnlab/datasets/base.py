@@ -21,6 +21,7 @@ class DataOptions(BaseModel):
     """Options of the ``data`` section shared by every dataset; each dataset adds its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="per process when training on several")
     test_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
     num_workers: int = Field(0, ge=0)
+    drop_last: bool = Field(False, description="drop the last, incomplete training batch of each epoch")
