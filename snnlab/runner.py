@@ -66,9 +66,14 @@ def build_experiment(cfg: ExperimentConfig) -> tuple[DatasetSplits, Network]:
 
 
 def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, device: torch.device) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training batches (order fixed by the seed) and test batches in a fixed order."""
+    """Shuffled training batches (order fixed by the seed) and test batches in a fixed order.
+
+    Workers (``data.num_workers``, else the dataset's default) stay alive across epochs; batches are
+    pinned for a fast copy when training on CUDA.
+    """
     data = cfg.data
-    options = {"num_workers": data.num_workers, "pin_memory": device.type == "cuda"}
+    workers = data.num_workers if data.num_workers is not None else splits.loader_workers
+    options = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
     generator = torch.Generator().manual_seed(cfg.seed)
     train = DataLoader(splits.train, batch_size=data.batch_size, shuffle=True, generator=generator, **options)
     test = DataLoader(splits.test, batch_size=data.test_batch_size or data.batch_size, **options)
