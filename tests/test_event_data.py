@@ -272,6 +272,25 @@ def test_cache_is_keyed_by_parameters_and_source(nmnist_root: Path, monkeypatch:
     assert uncached.train.cache is None and uncached.train[0][0].shape == (3, 2, 34, 34)
 
 
+def test_cache_round_trip(tmp_path: Path) -> None:
+    """Sparse and dense frames, empty arrays and structured events come back equal, dtype and shape included."""
+    from tonic.io import events_struct
+
+    from snnlab.datasets.frame_cache import DiskCache
+
+    sparse = np.zeros((5, 2, 7, 9), np.int16)
+    sparse[1, 0, 3, 4], sparse[4, 1, 6, 8] = 3, 1
+    dense = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    events = np.zeros(4, events_struct)
+    events["x"], events["t"], events["p"] = [1, 2, 3, 4], [10, 20, 30, 40], [True, False, True, True]
+    cache = DiskCache(tmp_path / "c")
+    cache.check_writable()
+    for i, value in enumerate([sparse, dense, np.zeros((0,), np.int16), events, events[:0]]):
+        assert cache.get(str(i), lambda v=value: v) is value
+        back = cache.get(str(i), lambda: pytest.fail("served from the cache"))
+        assert back.dtype == value.dtype and back.shape == value.shape and np.array_equal(back, value)
+
+
 def test_missing_data_names_files_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No files: the error names the dataset, each expected path under the root, and where to fetch it.
     The network can still be built (the shapes come from the options), and nothing is downloaded."""

@@ -32,7 +32,7 @@ def digest(parts: Mapping[str, Any], length: int = 16) -> str:
 
 
 class DiskCache:
-    """Arrays stored as LZF-compressed HDF5 files under ``folder``."""
+    """Arrays stored as HDF5 files under ``folder``: mostly-zero frames as their non-zero entries, others LZF-compressed."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -56,8 +56,8 @@ class DiskCache:
         path = self.folder / f"{digest({'key': key}, 32)}.h5"
         try:
             with h5py.File(path, "r") as f:
-                return f["data"][()]
-        except (OSError, KeyError):  # not there yet, or unreadable: make it again
+                return _load(f)
+        except (OSError, KeyError, ValueError):  # not there yet, or unreadable: make it again
             pass
         value = make()
         atomic_write(path, lambda tmp: _save(tmp, value), sync=False)
@@ -65,7 +65,23 @@ class DiskCache:
 
 
 def _save(path: Path, value: np.ndarray) -> None:
+    """Mostly-zero frames as their non-zero entries (faster to read back than compressed zeros), else LZF."""
     import h5py
 
     with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=value, compression="lzf" if value.size else None)
+        nonzero = np.flatnonzero(value) if value.dtype.names is None else None
+        if nonzero is not None and 3 * len(nonzero) < value.size:
+            f["index"] = nonzero.astype(np.uint32 if value.size < 2**32 else np.uint64)
+            f["value"] = value.reshape(-1)[nonzero]
+            f.attrs["shape"] = value.shape
+        else:
+            f.create_dataset("data", data=value, compression="lzf" if value.size else None)
+
+
+def _load(f: Any) -> np.ndarray:
+    if "data" in f:
+        return f["data"][()]
+    index, values = f["index"][()], f["value"][()]
+    out = np.zeros(tuple(f.attrs["shape"]), dtype=values.dtype)
+    out.reshape(-1)[index] = values
+    return out
