@@ -33,6 +33,7 @@ from snnlab.errors import ConfigError, DataFileError, MissingDataError
 
 pytest.importorskip("tonic")
 SAMPLES = samples_dir()
+needs_samples = pytest.mark.skipif(SAMPLES is None, reason="the sample recordings (shared/data/events) are not here")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +45,8 @@ def build(**data):
 @pytest.fixture
 def nmnist_root(tmp_path: Path) -> Path:
     """The real N-MNIST sample as one training recording of class 1 and one test recording of class 3."""
+    if SAMPLES is None:
+        pytest.skip("the sample recordings (shared/data/events) are not here")
     for split, digit in (("Train", 1), ("Test", 3)):
         folder = tmp_path / "NMNIST" / split / str(digit)
         folder.mkdir(parents=True)
@@ -97,6 +100,7 @@ def test_frame_options_shapes(nmnist_root: Path) -> None:
     assert x.shape == (4, 1, 12, 15) and 0 < x.sum() < 4325
 
 
+@needs_samples
 def test_ncars_sample_decodes_as_expelliarmus(tmp_path: Path) -> None:
     """The DAT reader agrees with expelliarmus on the real sample: 2,009 events, 1,350 ON, x 0..77, y 0..41."""
     from expelliarmus import Wizard
@@ -118,6 +122,7 @@ def test_ncars_sample_decodes_as_expelliarmus(tmp_path: Path) -> None:
     assert splits.input_shape == (2, 100, 120) and x.shape == (10, 2, 100, 120) and y == 1 and x.sum() == 2009
 
 
+@needs_samples
 def test_aedat4_sample_decodes() -> None:
     """tonic's AEDAT 4 reader on the DVXplorer sample: 111,954 events, 55,023 ON, times from the first event."""
     pytest.importorskip("aedat")
@@ -322,6 +327,7 @@ def test_data_root_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert data_root(str(tmp_path / "yaml")).path == tmp_path / "yaml"
 
 
+@needs_samples
 def test_damaged_files_are_named(tmp_path: Path) -> None:
     """Truncated AEDAT 3.1 and HDF5 files, and the real header-only AEDAT 2.0 sample, each give an error naming the file."""
     root = gesture_root(tmp_path / "gesture")
