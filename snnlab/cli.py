@@ -1,4 +1,4 @@
-"""The ``snnlab`` command: run, resume, check and evaluate YAML experiments."""
+"""The ``snnlab`` command: run, resume, check and evaluate YAML experiments; list the datasets."""
 
 from __future__ import annotations
 
@@ -186,3 +186,23 @@ def evaluate_run(
         typer.echo("error: --checkpoint must be best or last", err=True)
         raise typer.Exit(2)
     _report_errors(evaluate_checkpoint)
+
+
+@app.command(name="datasets")
+def list_datasets(
+    root: Annotated[
+        str | None, typer.Option(help="Data root to look in (default: $SNNLAB_DATA, else ~/.cache/snnlab/data).")
+    ] = None,
+) -> None:
+    """List the datasets: the input shape of one time step and the classes (default options), and whether
+    each one's files are under the data root. Nothing is downloaded; README.md says where to get the files."""
+    from .datasets.catalog import dataset_table
+    from .datasets.data_root import data_root
+
+    located = data_root(root)
+    typer.echo(f"data root: {located.path} (chosen by {located.chosen_by})")
+    rows = _report_errors(lambda: dataset_table(root))
+    typer.echo(f"{'name':<13} {'input (one step)':<17} {'classes':>7}  data")
+    for row in rows:
+        shape = str(list(row.input_shape)) if row.input_shape else "-"
+        typer.echo(f"{row.name:<13} {shape:<17} {row.num_classes or '-':>7}  {row.status}")

@@ -15,13 +15,19 @@ from torch import Tensor, nn
 from .errors import SnnlabError
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def atomic_write(path: Path, write: Callable[[Path], None], sync: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    The temporary name is per process, so concurrent writers (DataLoader workers) never share one.
+    ``sync=False`` skips the flushes: the rename is still atomic, only durability across a power cut is
+    given up, which suits caches that are rebuilt when an entry is unreadable.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (disk full) as RuntimeError
         kept = "the previous version is intact" if path.exists() else "nothing was written"
@@ -29,6 +35,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise SnnlabError(f"{path}: could not be written ({reason}); {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if not sync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
