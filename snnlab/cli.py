@@ -1,14 +1,18 @@
-"""The ``snnlab`` command: run, check and evaluate YAML experiments."""
+"""The ``snnlab`` command: run, resume, check and evaluate YAML experiments; list the datasets."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from .errors import ConfigError, SnnlabError
+
+if TYPE_CHECKING:
+    from .runner import RunResult
 
 app = typer.Typer(
     help="snnlab: train spiking neural networks from YAML experiments.\n\n"
@@ -43,42 +47,91 @@ def _split(config: str | None, overrides: list[str] | None) -> tuple[str | None,
     return config, overrides
 
 
+def _main_process() -> bool:
+    """Whether this process prints: always, except on ranks other than 0 under torchrun."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
     """Run ``action``; print a ``SnnlabError`` as one message and exit with code 2."""
     try:
         return action()
-    except ConfigError as exc:
-        if exc.source is None and source is not None:
-            exc = exc.with_source(source)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except SnnlabError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if isinstance(exc, ConfigError) and exc.source is None and source is not None:
+            exc = exc.with_source(source)
+        if _main_process():
+            typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
-@app.command()
-def run(
-    config: ConfigArg = None,
-    overrides: OverridesArg = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """Train and evaluate an experiment, writing a run folder (metrics, checkpoints, summary, plots).
+def _torchrun(nproc: int, argv: list[str]) -> None:
+    """Start ``snnlab ARGV`` as ``nproc`` processes through torchrun and exit with its code."""
+    from .distributed import launch
 
-    The run folder is output.dir, or runs/<name>-<date-time>; its path is printed at the end.
-    """
-    from .config import load_experiment
-    from .runner import run as run_experiment
+    raise typer.Exit(launch(nproc, argv))
 
-    config, overrides = _split(config, overrides)
-    cfg, source = _report_errors(lambda: load_experiment(config, overrides))
-    result = _report_errors(lambda: run_experiment(cfg, source, progress=not quiet), source)
+
+def _report(result: RunResult) -> None:
+    if not _main_process():
+        return
     s = result.summary
     typer.echo(
         f"test accuracy {s['test_accuracy']:.2%} (best {s['best_test_accuracy']:.2%} at epoch {s['best_epoch']}), "
         f"{s['wall_time_seconds']:.1f} s"
     )
     typer.echo(f"run folder: {result.run_dir}")
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train on N processes with DistributedDataParallel (torchrun on this machine; one per GPU, "
+        "or gloo on the CPU). data.batch_size is per process.",
+    ),
+]
+
+
+@app.command()
+def run(config: ConfigArg = None, overrides: OverridesArg = None, quiet: QuietOpt = False, nproc: NprocOpt = 1) -> None:
+    """Train and evaluate an experiment, writing a run folder (metrics, checkpoints, summary, plots).
+
+    The run folder is output.dir, or runs/<name>-<date-time>; its path is printed at the end.
+    A run stopped at any point continues with `snnlab resume RUN_FOLDER`.
+    """
+    from .config import load_experiment
+    from .runner import run as run_experiment
+
+    config, overrides = _split(config, overrides)
+    cfg, source = _report_errors(lambda: load_experiment(config, overrides))
+    if nproc > 1:
+        _torchrun(nproc, ["run", *([config] if config else []), *overrides, *(["--quiet"] if quiet else [])])
+    _report(_report_errors(lambda: run_experiment(cfg, source, progress=not quiet), source))
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `snnlab run`.")],
+    quiet: QuietOpt = False,
+    nproc: NprocOpt = 1,
+) -> None:
+    """Continue a stopped run from its last checkpoint, with the config in its folder.
+
+    The finished run has the same metrics as one that was never stopped (on the CPU: bit for bit).
+    A run trained on N processes resumes with --nproc N.
+    """
+    from .config import read_yaml, validate
+    from .run_folder import CONFIG, RunFolder
+    from .runner import run as run_experiment
+
+    folder = _report_errors(lambda: RunFolder.existing(run_dir))
+    source = str(folder.path / CONFIG)
+    cfg = _report_errors(lambda: validate(read_yaml(Path(source)), source))
+    if nproc > 1:
+        _torchrun(nproc, ["resume", str(run_dir), *(["--quiet"] if quiet else [])])
+    _report(_report_errors(lambda: run_experiment(cfg, source, progress=not quiet, resume=folder.path), source))
 
 
 @app.command()
@@ -111,23 +164,45 @@ def evaluate_run(
     import json
 
     from .config import read_yaml, validate
+    from .distributed import Context, resolve_device
     from .rules import RULES
-    from .runner import build_experiment, data_loaders, evaluate, resolve_device
+    from .run_folder import CONFIG, RunFolder
+    from .runner import build_experiment, data_loaders, evaluate
     from .storage import load_weights
 
     def evaluate_checkpoint() -> None:
-        config_file = run_dir / "config.yaml"
+        config_file = RunFolder.existing(run_dir).path / CONFIG
         cfg = validate(read_yaml(config_file), str(config_file))
-        device = resolve_device(cfg.device)
+        ctx = Context(resolve_device(cfg.device))
         splits, network = build_experiment(cfg)
         load_weights(run_dir / f"{checkpoint}.safetensors", network)
-        network.to(device)
-        rule = RULES.builder(cfg.rule.name)(cfg.rule, network, cfg.train).to(device)
-        _, test_loader = data_loaders(cfg, splits, device)
-        accuracy, activity = evaluate(network, rule, test_loader, device)
+        network.to(ctx.device)
+        rule = RULES.builder(cfg.rule.name)(cfg.rule, network, cfg.train).to(ctx.device)
+        _, test_loader = data_loaders(cfg, splits, ctx)
+        accuracy, activity = evaluate(network, rule, test_loader, ctx)
         typer.echo(json.dumps({"checkpoint": checkpoint, "test_accuracy": accuracy, **activity}, indent=2))
 
     if checkpoint not in ("best", "last"):
         typer.echo("error: --checkpoint must be best or last", err=True)
         raise typer.Exit(2)
     _report_errors(evaluate_checkpoint)
+
+
+@app.command(name="datasets")
+def list_datasets(
+    root: Annotated[
+        str | None, typer.Option(help="Data root to look in (default: $SNNLAB_DATA, else ~/.cache/snnlab/data).")
+    ] = None,
+) -> None:
+    """List the datasets: the input shape of one time step and the classes (default options), and whether
+    each one's files are under the data root. Nothing is downloaded; README.md says where to get the files."""
+    from .datasets.catalog import dataset_table
+    from .datasets.data_root import data_root
+
+    located = data_root(root)
+    typer.echo(f"data root: {located.path} (chosen by {located.chosen_by})")
+    rows = _report_errors(lambda: dataset_table(root))
+    typer.echo(f"{'name':<13} {'input (one step)':<17} {'classes':>7}  data")
+    for row in rows:
+        shape = str(list(row.input_shape)) if row.input_shape else "-"
+        typer.echo(f"{row.name:<13} {shape:<17} {row.num_classes or '-':>7}  {row.status}")

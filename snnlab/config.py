@@ -122,6 +122,9 @@ class OutputConfig(BaseModel):
     dir: str | None = Field(None, description="null: <root>/<experiment name>-<date-time>")
     root: str = "runs"
     plots: bool = True
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also checkpoint every N batches within an epoch; null: at the end of each epoch only"
+    )
 
 
 DataSpec = DATASETS.schema()

@@ -29,3 +29,18 @@ class ConfigError(SnnlabError):
 
 class UnsupportedNetwork(SnnlabError):
     """A rule cannot train a network: names the block and the reason."""
+
+
+class MissingDataError(SnnlabError):
+    """A dataset's files are not under the data root: names the files, where they go and where to fetch them."""
+
+
+class DataFileError(SnnlabError):
+    """A data file cannot be read (truncated, damaged, not the expected format): names the file."""
+
+    def __init__(self, message: str) -> None:
+        # Re-raised from a DataLoader worker, the message is the worker's whole traceback: keep the error's own line.
+        own = f"{__name__}.{type(self).__name__}: "
+        if message.startswith("Caught ") and own in message:
+            message = message.rsplit(own, 1)[1].strip() + " (in a DataLoader worker)"
+        super().__init__(message)

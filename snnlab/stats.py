@@ -6,6 +6,7 @@ plots), so training pays nothing for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,17 @@ class ActivityMonitor:
     def count(self, batch_size: int) -> None:
         """Tell the monitor how many samples the last forward pass held."""
         self.samples += batch_size
+
+    def combine(self, sum_across: Callable[[list[float]], list[float]]) -> None:
+        """Replace this process's counts by the sums over all processes (``sum_across`` does the reduction)."""
+        counts = [float(self.samples)]
+        for a in self.blocks:
+            counts += [a.spikes, a.neuron_steps, a.synaptic_ops, float(not a.binary_input)]
+        totals = sum_across(counts)
+        self.samples = int(totals[0])
+        for i, a in enumerate(self.blocks):
+            a.spikes, a.neuron_steps, a.synaptic_ops, analog = totals[1 + 4 * i : 5 + 4 * i]
+            a.binary_input = analog == 0
 
     def summary(self) -> dict[str, Any]:
         """Per-block and total figures, per sample."""

@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import SnnlabError
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def atomic_write(path: Path, write: Callable[[Path], None], sync: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    The temporary name is per process, so concurrent writers (DataLoader workers) never share one.
+    ``sync=False`` skips the flushes: the rename is still atomic, only durability across a power cut is
+    given up, which suits caches that are rebuilt when an entry is unreadable.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (disk full) as RuntimeError
+        kept = "the previous version is intact" if path.exists() else "nothing was written"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise SnnlabError(f"{path}: could not be written ({reason}); {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if not sync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -46,6 +58,21 @@ def save_weights(path: Path, module: nn.Module, metadata: dict[str, str] | None 
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def check_tensors(found: Mapping[str, Tensor], expected: Mapping[str, Tensor], where: str) -> None:
+    """Raise naming the first tensor that is missing, extra or of another shape in ``found``."""
+    for name, value in expected.items():
+        if name not in found:
+            raise SnnlabError(f"{where}: checkpoint has no tensor {name!r} that the network needs")
+        if found[name].shape != value.shape:
+            raise SnnlabError(
+                f"{where}: tensor {name!r} has shape {list(found[name].shape)} in the checkpoint "
+                f"but {list(value.shape)} in the network"
+            )
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise SnnlabError(f"{where}: checkpoint has tensor {extra[0]!r} that the network does not")
+
+
 def load_weights(path: Path, module: nn.Module) -> None:
     """Load safetensors into ``module``, naming the first tensor that is missing, extra or of another shape."""
     try:
@@ -54,17 +81,6 @@ def load_weights(path: Path, module: nn.Module) -> None:
         raise SnnlabError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise SnnlabError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    expected = module.state_dict()
-    for name, value in expected.items():
-        if name not in tensors:
-            raise SnnlabError(f"{path}: checkpoint has no tensor {name!r} that the network needs")
-        if tensors[name].shape != value.shape:
-            raise SnnlabError(
-                f"{path}: tensor {name!r} has shape {list(tensors[name].shape)} in the checkpoint "
-                f"but {list(value.shape)} in the network"
-            )
-    extra = sorted(set(tensors) - set(expected))
-    if extra:
-        raise SnnlabError(f"{path}: checkpoint has tensor {extra[0]!r} that the network does not")
+    check_tensors(tensors, module.state_dict(), str(path))
     with torch.no_grad():
         module.load_state_dict(tensors)

@@ -41,6 +41,7 @@ def test_run_folder_contents(quick_raw: dict) -> None:
         "summary.json",
         "last.safetensors",
         "best.safetensors",
+        "checkpoint.pt",
         "curves.png",
         "raster.png",
         "membrane.png",
@@ -127,7 +128,7 @@ def test_unusable_output_fails_before_training(quick_raw: dict, tmp_path: Path) 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     quick_raw["output"]["root"] = str(blocker / "runs")
-    with pytest.raises(SnnlabError, match="cannot create the run folder"):
+    with pytest.raises(SnnlabError, match="not-a-folder/runs.*: cannot write the run folder there"):
         run_raw(quick_raw)
 
 
@@ -159,3 +160,43 @@ def test_non_finite_loss_stops_the_run(quick_raw: dict, monkeypatch: pytest.Monk
         run_raw(quick_raw)
     folder = Path(str(info.value).rsplit("in ", 1)[1])
     assert (folder / "last.safetensors").exists()
+
+
+def test_too_little_disk_space_fails_before_training(quick_raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 50_000, 50_000))
+    with pytest.raises(SnnlabError, match=r"only 0.0 MiB free on this disk, but the run's checkpoints need about"):
+        run_raw(quick_raw)
+    (folder,) = Path(quick_raw["output"]["root"]).iterdir()
+    assert not list(folder.glob("*.safetensors")) and not (folder / "metrics.csv").exists()
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
+    quick_raw: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write fails with a clear error; the last checkpoint stays whole and no temporary is left."""
+    import errno
+
+    from snnlab import checkpoint
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    quick_raw["output"]["dir"] = str(tmp_path / "run")
+    with pytest.raises(
+        SnnlabError, match=r"checkpoint.pt: could not be written \(No space left on device\); the previous"
+    ):
+        run_raw(quick_raw)
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["progress"]["epoch"] == 2
+    assert not list((tmp_path / "run").glob(".*.tmp"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,12 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
     def crash(tmp: Path) -> None:
         tmp.write_text("half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(OSError):
+    with pytest.raises(
+        SnnlabError,
+        match=r"summary.json: could not be written \(No space left on device\); the previous version is intact",
+    ):
         atomic_write(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

@@ -24,7 +24,8 @@ class Encoder(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
 
-    def __call__(self, x: Tensor, time_steps: int) -> Tensor:
+    def __call__(self, x: Tensor, time_steps: int, generator: torch.Generator | None = None) -> Tensor:
+        """Encode ``x``; random encoders draw from ``generator`` (None: torch's global one)."""
         raise NotImplementedError
 
 
@@ -33,7 +34,7 @@ class Direct(Encoder):
 
     name: Literal["direct"] = "direct"
 
-    def __call__(self, x: Tensor, time_steps: int) -> Tensor:
+    def __call__(self, x: Tensor, time_steps: int, generator: torch.Generator | None = None) -> Tensor:
         return x.unsqueeze(0).expand(time_steps, *x.shape).contiguous()
 
 
@@ -43,9 +44,9 @@ class Poisson(Encoder):
     name: Literal["poisson"] = "poisson"
     gain: float = Field(1.0, gt=0)
 
-    def __call__(self, x: Tensor, time_steps: int) -> Tensor:
+    def __call__(self, x: Tensor, time_steps: int, generator: torch.Generator | None = None) -> Tensor:
         p = (self.gain * x).clamp(0, 1)
-        return (torch.rand(time_steps, *x.shape) < p).to(x.dtype)
+        return (torch.rand(time_steps, *x.shape, generator=generator) < p).to(x.dtype)
 
 
 class Latency(Encoder):
@@ -75,7 +76,7 @@ class Latency(Encoder):
                 t = t * (time_steps - 1) / t[fires].max().clamp_min(1e-12)
         return torch.where(fires, t, torch.full_like(t, math.inf))
 
-    def __call__(self, x: Tensor, time_steps: int) -> Tensor:
+    def __call__(self, x: Tensor, time_steps: int, generator: torch.Generator | None = None) -> Tensor:
         step = self.spike_times(x, time_steps).round()
         grid = torch.arange(time_steps, dtype=x.dtype).view(-1, *([1] * x.dim()))
         return (grid == step).to(x.dtype)
@@ -100,4 +101,8 @@ class EncodedDataset(Dataset):
         return len(self.y)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.encoder(self.x[i], self.time_steps), self.y[i]
+        return self.sample(i, None)
+
+    def sample(self, i: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Sample ``i``, its random encoding drawn from ``generator`` (see ``snnlab.sampling.SeededSamples``)."""
+        return self.encoder(self.x[i], self.time_steps, generator), self.y[i]

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
+from ..health import NonFiniteError, all_finite, tensors_of
 from ..network import Network
 from ..optim import TrainConfig, build_optimizer, build_scheduler
 
@@ -79,10 +80,15 @@ class GradientRule(Rule):
         if scheduler is not None:
             self.schedulers["network"] = scheduler
 
-    def apply_gradients(self, loss: Tensor, network: Network, grad_clip: float | None) -> None:
-        """Backpropagate ``loss`` and take one optimizer step."""
+    def apply_gradients(self, loss: Tensor, network: Network, grad_clip: float | None, states: object = ()) -> None:
+        """Backpropagate ``loss`` and take one optimizer step, unless the loss, the gradients or the blocks'
+        final ``states`` hold NaN or Inf: then raise ``NonFiniteError`` and leave the weights as they were."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)
+        if not bool(all_finite([loss.detach(), norm, *tensors_of(states)])):
+            raise NonFiniteError(f"the loss was {loss.item():.4g} and the gradient norm {norm.item():.4g}")
         if grad_clip is not None:
-            nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+            nn.utils.clip_grads_with_norm_(grads, grad_clip, norm)
         self.optimizer.step()

@@ -35,8 +35,8 @@ class BPTT(GradientRule):
 
     def train_step(self, network: Network, batch: Batch) -> dict[str, float]:
         x_seq, labels = batch
-        out, _ = network(x_seq)
+        out, states = network(x_seq)
         scores = network.readout(out)
         loss = cross_entropy(scores, labels, self.config.label_smoothing)
-        self.apply_gradients(loss, network, self.config.grad_clip)
+        self.apply_gradients(loss, network, self.config.grad_clip, states)
         return {"loss": loss.item(), "accuracy": accuracy(scores.detach(), labels)}

@@ -1,0 +1,121 @@
+"""Which process this is and on which device it runs: one process, or one of several under torchrun.
+
+Training on several processes is PyTorch's DistributedDataParallel, started by
+``torchrun`` (``snnlab run CONFIG --nproc N`` is a thin wrapper over it). Each process
+trains on its share of every batch (``data.batch_size`` is per process), gradients are
+averaged by DDP, metrics are summed across processes, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .errors import SnnlabError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SnnlabError(f"device: {name!r} was asked for but CUDA is not available; use device=cpu or auto")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the run: rank among ``world`` processes, and its device."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder and prints."""
+        return self.rank == 0
+
+
+def setup(device: str) -> Context:
+    """The context of this process; under torchrun (``WORLD_SIZE`` > 1) joins the process group first."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    resolved = resolve_device(device)
+    if world == 1:
+        return Context(resolved)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return Context(resolved, dist.get_rank(), dist.get_world_size())
+
+
+def teardown(ctx: Context) -> None:
+    """Leave the process group, if this process joined one."""
+    if ctx.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DistributedNetwork(DistributedDataParallel):
+    """DDP around a ``Network`` that still answers ``.readout``, ``.blocks``, ``.trace`` and the like.
+
+    Calling it runs the forward pass through DDP, which is what synchronises the gradients:
+    a distributable rule computes its loss from ``network(x_seq)``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def wrap(network: nn.Module, ctx: Context) -> nn.Module:
+    """``network`` under DDP when there are several processes, else itself."""
+    if ctx.world == 1:
+        return network
+    return DistributedNetwork(network, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+
+def sum_across(values: Sequence[float], ctx: Context) -> list[float]:
+    """Element-wise sums of ``values`` over all processes."""
+    if ctx.world == 1:
+        return list(values)
+    backend_device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = torch.tensor(list(values), dtype=torch.float64, device=backend_device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def broadcast(obj: Any, ctx: Context) -> Any:
+    """Rank 0's ``obj`` on every process."""
+    if ctx.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj: Any, ctx: Context) -> list[Any]:
+    """Every process's ``obj``, by rank, on every process."""
+    if ctx.world == 1:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``snnlab ARGV`` as ``nproc`` processes on this machine through torchrun; returns its exit code."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.call([*command, "-m", "snnlab", *argv])

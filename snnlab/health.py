@@ -1,0 +1,66 @@
+"""Non-finite values: a cheap check every step, and, once one is seen, where it first appeared.
+
+The per-step check costs one reduction over the loss, the gradient norm and the
+blocks' final states, read in one sync with the loss itself. Only when it fails does
+``locate_non_finite`` replay the batch step by step to name the block and time step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import SnnlabError
+
+
+class NonFiniteError(SnnlabError):
+    """Training produced NaN or Inf; raised before the weights were updated with it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def tensors_of(states: Any) -> list[Tensor]:
+    """The tensors inside a (nested) state: named tuples, lists, ``None``."""
+    if isinstance(states, Tensor):
+        return [states]
+    if isinstance(states, Iterable) and not isinstance(states, str):
+        return [t for s in states for t in tensors_of(s)]
+    return []
+
+
+def all_finite(tensors: Iterable[Tensor]) -> Tensor:
+    """A 0-d bool tensor: every element of every tensor is finite (no sync until it is read)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return torch.stack(flags).all() if flags else torch.tensor(True)
+
+
+def _describe_state(state: Any) -> str:
+    return ", ".join(getattr(state, "_fields", ())) or "state"
+
+
+@torch.no_grad()
+def locate_non_finite(network: torch.nn.Module, x_seq: Tensor) -> str:
+    """Where the first non-finite value shows up for this batch: a parameter, the input, a block at a
+    time step, or a gradient; replays the batch one step at a time."""
+    for name, p in network.named_parameters():
+        if not torch.isfinite(p).all():
+            return f"parameter network.{name}"
+    if not torch.isfinite(x_seq).all():
+        return "the input batch itself"
+    states: list[Any] = [None] * len(network.blocks)
+    for t in range(len(x_seq)):
+        x_t = x_seq[t]
+        for i, block in enumerate(network.blocks):
+            x_t, states[i] = block.step(x_t, states[i])
+            if not bool(all_finite([x_t, *tensors_of(states[i])])):
+                kind = type(block.neuron).__name__ if block.neuron is not None else "block"
+                return f"network.blocks.{i} ({kind}: output or {_describe_state(states[i])}) at time step {t}"
+    for name, p in network.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"the gradient of network.{name} (the forward pass was finite)"
+    return "the loss (every block's outputs and states were finite)"
