@@ -36,7 +36,6 @@ Mapping to other libraries:
 Example::
 
     >>> import torch
-from pydantic import Field
     >>> from snnlab.neurons import LIF
     >>> lif = LIF(tau=2.0, reset="soft")
     >>> spikes, state = lif(torch.rand(8, 4, 10) * 3)   # [T, B, N]
@@ -53,6 +52,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..kernels import Backend, lif_sequence
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
 from .leak import Discretization
@@ -96,6 +96,8 @@ class LIF(LI):
         surrogate: the pseudo-derivative of the spike; a name or ``{name, alpha}``.
         learn_tau: learn one decay per layer (PLIF), beta = sigmoid(w).
         learn_threshold: learn one threshold per layer.
+        backend: what runs ``forward`` over a sequence (``snnlab.kernels``): ``auto`` (Triton on CUDA, Numba on
+            the CPU, when installed), ``torch`` (the step in a Python loop), ``triton`` or ``numba``.
     """
 
     spiking: ClassVar[bool] = True
@@ -114,8 +116,10 @@ class LIF(LI):
         surrogate: SurrogateSpec = "atan",
         learn_tau: bool = False,
         learn_threshold: bool = False,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__(tau=tau, dt=dt, discretization=discretization, decay_input=decay_input, learn_tau=learn_tau)
+        self.backend = backend
         self.reset = reset
         self.v_reset = v_reset
         self.detach_reset = detach_reset
@@ -130,6 +134,14 @@ class LIF(LI):
         s, v = fire_and_reset(h, self.threshold, self.surrogate, self.reset, self.v_reset, self.detach_reset)
         return s, MembraneState(v)
 
+    def forward(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
+        """The whole sequence through the chosen backend; the same spikes as a loop of ``step``."""
+        s, v = lif_sequence(
+            x_seq, None if state is None else state.v, self.leak.beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
+            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, backend=self.backend,
+        )  # fmt: skip
+        return s, MembraneState(v)
+
     def readout_form(self) -> LI:
         return LI(
             tau=self.leak.tau,
@@ -142,7 +154,8 @@ class LIF(LI):
     def extra_repr(self) -> str:
         return (
             f"threshold={float(self.threshold):.4g}, reset={self.reset}, decay_input={self.decay_input}, "
-            f"detach_reset={self.detach_reset}, surrogate={self.surrogate.name}({self.surrogate.alpha})"
+            f"detach_reset={self.detach_reset}, surrogate={self.surrogate.name}({self.surrogate.alpha}), "
+            f"backend={self.backend}"
         )
 
 
@@ -158,6 +171,7 @@ class IF(LIF):
         detach_reset: bool = False,
         surrogate: SurrogateSpec = "atan",
         learn_threshold: bool = False,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__(
             tau=math.inf,
@@ -168,4 +182,5 @@ class IF(LIF):
             detach_reset=detach_reset,
             surrogate=surrogate,
             learn_threshold=learn_threshold,
+            backend=backend,
         )

@@ -1,0 +1,271 @@
+"""Triton kernels of the LIF family: forward over all T in one launch, backward over all T in one launch.
+
+Each program owns BLOCK neurons and walks the time axis, the membrane in registers (float32 whatever the input
+dtype). Saved for backward: references to the input ``x`` and the initial membrane, plus the membrane at the start
+of every K-step segment (``[ceil(T/K), N]`` float32, 4/K bytes per neuron-step: 0.5 at K = 8, where SpikingJelly
+keeps the pre-spike membrane, 4 bytes). The backward walks the segments from the last, recomputes a segment's K
+membranes forward from its checkpoint into registers (a tuple unrolled at compile time) and then runs back through
+them; the recomputation uses the forward's float operations (no fused multiply-add), so it yields the forward's
+exact spikes. This reads x once more instead of reading a saved membrane: the same bytes moved, an eighth of the memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from .ops import define_lif_op
+
+K = 8
+"""Steps per checkpointed segment."""
+BLOCK = 256
+"""Neurons per program at most; fewer when that leaves the GPU with too few programs."""
+NUM_WARPS = 4
+
+
+@triton.jit
+def _surrogate_grad(u, alpha, KIND: tl.constexpr):
+    """g(u) for surrogate ``KIND`` (ops.SURROGATE_IDS), in float32."""
+    if KIND == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
+        e = tl.exp(-tl.abs(alpha * u))
+        g = alpha * e / ((1.0 + e) * (1.0 + e))
+    elif KIND == 1:  # atan
+        z = (1.5707963267948966 * alpha) * u
+        g = (0.5 * alpha) / (1.0 + z * z)
+    elif KIND == 2:  # fast_sigmoid
+        d = 1.0 + alpha * tl.abs(u)
+        g = 1.0 / (d * d)
+    elif KIND == 3:  # triangle
+        g = tl.maximum(alpha - alpha * alpha * tl.abs(u), 0.0)
+    else:  # rectangle
+        g = tl.where(tl.abs(u) < 0.5 / alpha, alpha, 0.0)
+    return g
+
+
+@triton.jit
+def _mul_rn(a, b):
+    """a * b in float32 as PTX ``mul.rn``, which no compile option contracts into a fused multiply-add."""
+    return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _charge(v, x, beta, gain, EXACT: tl.constexpr):
+    """h = beta v + gain x rounded as the reference rounds it: two products and a sum, never a fused multiply-add
+    (Inductor compiles these kernels with its own options, fusion on). The interpreter (``EXACT`` false) computes
+    the separate operations in numpy."""
+    if EXACT:
+        h = _mul_rn(beta + tl.zeros_like(v), v) + _mul_rn(gain + tl.zeros_like(x), x)
+    else:
+        h = beta * v + gain * x
+    return h
+
+
+@triton.jit
+def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
+    """The membrane after the spike ``f`` (0.0 or 1.0), written as the reference writes it; every product here is
+    exact (a factor is 0 or 1), so a contraction cannot change it."""
+    if SOFT:
+        v = h - theta * f
+    else:
+        v = h * (1.0 - f) + v_reset * f
+    return v
+
+
+@triton.jit
+def _forward_kernel(
+    x_ptr, v0_ptr, beta_ptr, gain_ptr, theta_ptr, s_ptr, v_ptr, ckpt_ptr, T, N, v_reset,
+    SOFT: tl.constexpr, SAVE: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < N
+    beta = tl.load(beta_ptr)
+    gain = tl.load(gain_ptr)
+    theta = tl.load(theta_ptr)
+    if HAS_V0:
+        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    else:  # at rest
+        v = tl.zeros([BLOCK], tl.float32)
+    zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
+    x_ptrs = x_ptr + n
+    s_ptrs = s_ptr + n
+    ckpt_ptrs = ckpt_ptr + n
+    for seg in range(0, tl.cdiv(T, K)):
+        if SAVE:
+            tl.store(ckpt_ptrs, v, mask=mask)
+            ckpt_ptrs += N
+        for k in tl.static_range(K):
+            live = zero + (seg * K + k) < T
+            x = tl.load(x_ptrs, mask=mask & live, other=0.0).to(tl.float32)
+            h = _charge(v, x, beta, gain, EXACT)
+            f = (h - theta > 0).to(tl.float32)
+            v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
+            tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
+            x_ptrs += N
+            s_ptrs += N
+    tl.store(v_ptr + n, v.to(v_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_kernel(
+    gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, gx_ptr, gv0_ptr, acc_ptr,
+    T, N, v_reset, alpha,
+    SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
+    PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    n = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < N
+    beta = tl.load(beta_ptr)
+    gain = tl.load(gain_ptr)
+    theta = tl.load(theta_ptr)
+    if HAS_GV:
+        a = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
+    else:
+        a = tl.zeros([BLOCK], tl.float32)
+    acc_beta = tl.zeros([BLOCK], tl.float32)
+    acc_gain = tl.zeros([BLOCK], tl.float32)
+    acc_theta = tl.zeros([BLOCK], tl.float32)
+    zero = tl.zeros([BLOCK], tl.int32)
+    segments = tl.cdiv(T, K)
+    for j in range(0, segments):
+        seg = segments - 1 - j
+        start = (seg * K).to(tl.int64)
+        v = tl.load(ckpt_ptr + seg.to(tl.int64) * N + n, mask=mask, other=0.0)
+        hs = ()
+        v_prev = ()
+        xs = ()
+        for k in tl.static_range(K):  # recompute the segment, keeping h (and v[t-1], x for the parameters)
+            x = tl.load(x_ptr + (start + k) * N + n, mask=mask & (zero + (start + k) < T), other=0.0).to(tl.float32)
+            h = _charge(v, x, beta, gain, EXACT)
+            hs = hs + (h,)
+            v_prev = v_prev + (v,)
+            xs = xs + (x,)
+            v = _reset(h, (h - theta > 0).to(tl.float32), theta, v_reset, SOFT)
+        for k in tl.static_range(K - 1, -1, -1):
+            t = start + k
+            live = zero + t < T
+            h = hs[k]
+            u = h - theta
+            f = (u > 0).to(tl.float32)
+            sg = _surrogate_grad(u, alpha, SURROGATE)
+            r = 0.0 if DETACH else sg
+            if SOFT:
+                dv_dh = 1.0 - theta * r
+                dv_dtheta = theta * r - f
+            else:
+                dv_dh = (1.0 - f) + (v_reset - h) * r
+                dv_dtheta = (h - v_reset) * r
+            if HAS_GS:
+                g = tl.load(gs_ptr + t * gs_t + n * gs_n, mask=mask & live, other=0.0).to(tl.float32)
+            else:
+                g = tl.zeros([BLOCK], tl.float32)
+            gh = tl.where(live, g * sg + a * dv_dh, 0.0)
+            tl.store(gx_ptr + t * N + n, (gain * gh).to(gx_ptr.dtype.element_ty), mask=mask & live)
+            if PARAM_GRADS:
+                acc_beta += gh * v_prev[k]
+                acc_gain += gh * xs[k]
+                acc_theta += tl.where(live, a * dv_dtheta - g * sg, 0.0)
+            a = tl.where(live, beta * gh, a)
+    if HAS_V0:
+        tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
+    if PARAM_GRADS:
+        tl.store(acc_ptr + pid * 3, tl.sum(tl.where(mask, acc_beta, 0.0), axis=0))
+        tl.store(acc_ptr + pid * 3 + 1, tl.sum(tl.where(mask, acc_gain, 0.0), axis=0))
+        tl.store(acc_ptr + pid * 3 + 2, tl.sum(tl.where(mask, acc_theta, 0.0), axis=0))
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _exact() -> bool:
+    """Whether to spell the rounding out in PTX (compiled for NVIDIA; the interpreter runs no PTX)."""
+    return not _interpreting() and torch.version.hip is None
+
+
+def _segments(T: int) -> int:
+    return triton.cdiv(T, K)
+
+
+@functools.cache
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _launch(N: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK, num_warps): halve the block until every multiprocessor gets four programs (small layers)."""
+    block, warps = BLOCK, NUM_WARPS
+    if device.type == "cuda":
+        while block > 64 and triton.cdiv(N, block) < 4 * _multiprocessors(device.index or 0):
+            block //= 2
+            warps = max(1, warps // 2) if block < 64 * warps else warps
+    return block, warps
+
+
+def forward(
+    x: Tensor, v0: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v_reset: float, soft: bool, save: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    T, N = x.shape
+    spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
+    ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
+    block, warps = _launch(N, x.device)
+    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
+        x, v0, beta, gain, threshold, spikes, v, ckpt, T, N, v_reset,
+        SOFT=soft, SAVE=save, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps,
+        enable_fp_fusion=False,
+    )  # fmt: skip
+    return spikes, v, ckpt
+
+
+def backward(
+    grad_spikes: Tensor | None,
+    grad_v: Tensor | None,
+    x: Tensor,
+    v0: Tensor,
+    beta: Tensor,
+    gain: Tensor,
+    threshold: Tensor,
+    saved: Tensor,
+    v_reset: float,
+    soft: bool,
+    detach_reset: bool,
+    surrogate: int,
+    alpha: float,
+    param_grads: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    T, N = x.shape
+    block, warps = _launch(N, x.device)
+    programs = triton.cdiv(N, block)
+    gs = x if grad_spikes is None else grad_spikes
+    if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
+        gs = gs.contiguous()
+    gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
+    acc = torch.zeros((programs if param_grads else 1, 3), dtype=torch.float32, device=x.device)
+    wrap_triton(_backward_kernel)[(programs,)](
+        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, beta, gain, threshold,
+        gx, gv0, acc, T, N, v_reset, alpha,
+        SOFT=soft, DETACH=detach_reset, SURROGATE=surrogate, HAS_GS=grad_spikes is not None,
+        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
+        num_warps=warps,
+        enable_fp_fusion=False,
+    )  # fmt: skip
+    return gx, gv0, acc.sum(0)
+
+
+def unsupported(device: str, dtype: torch.dtype) -> str | None:
+    """Why these kernels cannot run an input on ``device`` of ``dtype``, or None (the CPU under the interpreter)."""
+    if device != "cuda" and not (device == "cpu" and _interpreting()):
+        return f"the triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), the input is on {device}"
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"the triton kernels take float32, float16 or bfloat16, the input is {dtype}"
+    return None
+
+
+lif = define_lif_op("triton", forward, backward, saved_rows=_segments, triton=True)

@@ -1,0 +1,243 @@
+"""Fused LIF kernels against the torch reference: spikes and membranes bit for bit, gradients of the input, the
+initial membrane, the learnable tau and threshold to float tolerance, for every reset, decay_input, detach_reset and
+surrogate, on sizes that are not multiples of the kernels' blocks.
+
+Numba runs here as it is. Triton runs on CUDA when there is a GPU, and on the CPU through its interpreter in a
+subprocess (``TRITON_INTERPRET=1`` must be set before triton is imported): ``test_triton_interpreter`` reruns this
+file's ``triton`` cases that way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from snnlab.kernels import unsupported
+from snnlab.neurons import IF, LIF, MembraneState
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+CUDA = torch.cuda.is_available()
+
+
+def _can_run(backend: str, device: str) -> bool:
+    return unsupported(backend, device, torch.float32, "atan") is None
+
+
+# (backend, device) pairs this process can test: Triton on the CPU only while interpreting.
+TARGETS = [
+    pytest.param(b, d, id=f"{b}-{d}")
+    for b, d in [("numba", "cpu"), ("triton", "cpu"), ("triton", "cuda")]
+    if (d == "cpu" or CUDA) and (b != "triton" or (d == "cuda") != INTERPRETING) and _can_run(b, d)
+]
+
+SURROGATES = ["sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle"]
+# Every reset x detach_reset x decay_input x learnable (tau, threshold) pattern, each surrogate in turn.
+OPTIONS = [
+    dict(reset=reset, detach_reset=detach, decay_input=decay, learn_tau=learn, learn_threshold=learn)
+    for reset, detach, decay, learn in itertools.product(["soft", "hard"], [False, True], [False, True], [False, True])
+]
+
+
+def lif_pair(backend: str, device: str, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The same neuron twice: on the torch reference and on ``backend``, with identical parameters."""
+    make = IF if options.pop("model", "lif") == "if" else LIF
+    options = {"threshold": 0.9, "v_reset": -0.2, **({} if make is IF else {"tau": 2.5}), **options}
+    reference = make(backend="torch", **options).to(device)
+    fast = make(backend=backend, **options).to(device)
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+def run(neuron: torch.nn.Module, x: Tensor, v0: Tensor | None, loss: str) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Spikes, final membrane, and gradients of a loss w.r.t. the input, the initial membrane (unless at rest)
+    and the parameters."""
+    spikes, state = neuron(x, None if v0 is None else MembraneState(v0))
+    gen = torch.Generator(device=x.device).manual_seed(3)
+    if loss == "weighted":  # a gradient for every spike and every final membrane value
+        value = (spikes * torch.randn(spikes.shape, generator=gen, device=x.device, dtype=spikes.dtype)).sum()
+        value = value + (state.v * torch.randn(state.v.shape, generator=gen, device=x.device)).sum()
+    elif loss == "spike_sum":  # one gradient per step broadcast over the neurons (an expanded view), no v gradient
+        value = spikes.sum()
+    else:  # "membrane": no gradient reaches the spike output at all
+        value = state.v.square().sum()
+    grads = torch.autograd.grad(value, [x, *([] if v0 is None else [v0]), *neuron.parameters()])
+    return spikes, state.v, list(grads)
+
+
+def compare(
+    backend: str, device: str, shape: tuple, loss: str = "weighted", at_rest: bool = False, seed: int = 0, **options
+) -> None:
+    """``backend`` equals the reference on random input of ``shape`` (from a random membrane, or from rest):
+    spikes and v exactly, gradients closely."""
+    reference, fast = lif_pair(backend, device, **options)
+    gen = torch.Generator().manual_seed(seed)
+    scale = 3.0 if options.get("decay_input", True) and options.get("model") != "if" else 1.0
+    x = ((torch.randn(shape, generator=gen) * 1.2 + 0.5) * scale).to(device).requires_grad_()
+    v0 = None if at_rest else (torch.randn(shape[1:], generator=gen) * 0.5).to(device).requires_grad_()
+    s_ref, v_ref, g_ref = run(reference, x, v0, loss)
+    s, v, g = run(fast, x, v0, loss)
+    assert 0 < s_ref.mean() < 0.9, "the input should make some, not all, neurons fire"
+    assert torch.equal(s, s_ref), "spikes differ from the reference"
+    assert torch.equal(v, v_ref), "final membrane differs from the reference"
+    for name, a, b in zip(["x", *([] if at_rest else ["v0"]), *dict(fast.named_parameters())], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()), msg=name)
+
+
+def _matrix() -> list:
+    """Every target x surrogate x option pattern; on CUDA (where each combination compiles) atan with every
+    pattern and each other surrogate with four of them, the interpreter having run them all."""
+    cases = []
+    for target in TARGETS:
+        for s, name in enumerate(SURROGATES):
+            for o, options in enumerate(OPTIONS):
+                if target.values[1] == "cuda" and name != "atan" and o % 4 != s % 4:
+                    continue
+                label = "-".join(f"{k}={v}" for k, v in options.items())
+                cases.append(pytest.param(*target.values, name, options, id=f"{target.id}-{name}-{label}"))
+    return cases
+
+
+@pytest.mark.parametrize(("backend", "device", "name", "options"), _matrix())
+def test_kernel_matches_reference(backend: str, device: str, name: str, options: dict) -> None:
+    """T = 11 (a partial last segment), 3 x 37 neurons (a partial block), a non-default surrogate sharpness."""
+    compare(backend, device, (11, 3, 37), surrogate={"name": name, "alpha": 1.7}, **options)
+
+
+@pytest.mark.parametrize(
+    ("shape", "loss", "at_rest"),
+    [
+        ((1, 5, 7), "weighted", False),
+        ((8, 2, 300), "spike_sum", True),
+        ((17, 1301), "membrane", False),
+        ((37, 3, 2, 5, 9), "weighted", True),
+    ],
+    ids=["T1", "T8-spike-sum-from-rest", "T17-membrane-loss", "T37-conv-from-rest"],
+)
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+def test_kernel_shapes_and_losses(backend: str, device: str, shape: tuple, loss: str, at_rest: bool) -> None:
+    """T = 1, T a multiple of the segment, several blocks and chunks with a partial last one, a conv-shaped input,
+    no initial state; a loss on the spike count (gradient broadcast over the neurons) and one on the final
+    membrane only."""
+    compare(backend, device, shape, loss, at_rest, learn_tau=True, learn_threshold=True, decay_input=False)
+
+
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+def test_if_kernel(backend: str, device: str, reset: str) -> None:
+    """IF is the kernel with beta = 1 and gain 1."""
+    compare(backend, device, (9, 4, 33), model="if", reset=reset, learn_threshold=True)
+
+
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+def test_kernel_inference_matches_reference(backend: str, device: str) -> None:
+    """Without autograd (nothing saved) the spikes and final membrane are the reference's."""
+    reference, fast = lif_pair(backend, device)
+    x = torch.randn(13, 4, 50, device=device) * 3
+    with torch.no_grad():
+        s_ref, st_ref = reference(x)
+        s, st = fast(x)
+    assert torch.equal(s, s_ref) and torch.equal(st.v, st_ref.v)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.skipif(not CUDA or not _can_run("triton", "cuda"), reason="needs CUDA and triton")
+def test_triton_low_precision_cuda(dtype: torch.dtype) -> None:
+    """Half-precision inputs: the membrane stays float32 in the kernel, so spikes are the reference's on the input
+    upcast to float32, and gradients are those rounded to the input's precision."""
+    torch.manual_seed(0)
+    reference, fast = lif_pair("triton", "cuda", learn_tau=True, learn_threshold=True, reset="hard")
+    x32 = torch.randn(19, 8, 1000, device="cuda") * 3
+    x = x32.to(dtype).requires_grad_()
+    xr = x.detach().float().requires_grad_()
+    s, st = fast(x)
+    s_ref, st_ref = reference(xr)
+    assert s.dtype == dtype and torch.equal(s.float(), s_ref)
+    torch.testing.assert_close(st.v.float(), st_ref.v, rtol=1e-2, atol=1e-2)
+    g = torch.autograd.grad((s.float() * 2).sum() + st.v.float().sum(), [x, *fast.parameters()])
+    g_ref = torch.autograd.grad((s_ref * 2).sum() + st_ref.v.sum(), [xr, *reference.parameters()])
+    assert g[0].dtype == dtype
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2 * max(1.0, b.abs().max().item()))
+
+
+class SpikesOnly(torch.nn.Module):
+    """A LIF layer whose output is its spikes alone (what graph capture and compilation wrap)."""
+
+    def __init__(self, neuron: torch.nn.Module) -> None:
+        super().__init__()
+        self.neuron = neuron
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.neuron(x)[0]
+
+
+@pytest.mark.skipif(not CUDA or not _can_run("triton", "cuda"), reason="needs CUDA and triton")
+def test_triton_cuda_graph_and_compile() -> None:
+    """The Triton op runs inside a captured CUDA graph (forward and backward) and under ``torch.compile``
+    (Inductor sees the user kernels) with the eager spikes and gradients."""
+    torch.manual_seed(0)
+    reference, fast = lif_pair("triton", "cuda", learn_tau=True, learn_threshold=True)
+    x = (torch.randn(12, 8, 300, device="cuda") * 3).requires_grad_()
+    weights = torch.randn(12, 8, 300, device="cuda")
+
+    def check(layer: torch.nn.Module) -> None:
+        spikes = layer(x)
+        grads = torch.autograd.grad((spikes * weights).sum(), [x, *fast.parameters()])
+        s_ref = reference(x)[0]
+        g_ref = torch.autograd.grad((s_ref * weights).sum(), [x, *reference.parameters()])
+        assert torch.equal(spikes, s_ref)
+        for a, b in zip(grads, g_ref):
+            torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+    check(torch.cuda.make_graphed_callables(SpikesOnly(fast), (x,)))
+    check(torch.compile(SpikesOnly(fast), fullgraph=True))
+
+
+@pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
+def test_triton_kernels_compile_for_hopper() -> None:
+    """Without a GPU: both kernels compile for sm_90 with fusion on (as Inductor compiles them), keep nothing in
+    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+
+    from snnlab.kernels import triton_lif
+
+    def ptx(kernel, constexprs: dict) -> str:
+        names = kernel.arg_names
+        signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
+        signature.update({n: "fp32" for n in ("v_reset", "alpha") if n in names})
+        source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+
+    common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
+    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True})
+    backward = ptx(
+        triton_lif._backward_kernel,
+        {**common, "DETACH": False, "SURROGATE": 1, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True},
+    )
+    per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
+    for code in (forward, backward):
+        assert ".local" not in code
+        assert code.count("mul.rn.f32") == 2 * triton_lif.K * per_step  # beta v and gain x, every step
+
+
+@pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
+def test_triton_interpreter() -> None:
+    """This file's Triton cases, on the CPU through ``TRITON_INTERPRET=1`` (read at import, hence the subprocess)."""
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "triton-cpu"],
+        env=env, cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
