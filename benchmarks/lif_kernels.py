@@ -195,6 +195,26 @@ def time_cuda(fn: Callable[[], object], reps: int, warmup: int = 3) -> list[floa
     return [start.elapsed_time(end) for start, end in events]
 
 
+def cuda_graph(fn: Callable[[], object]) -> Callable[[], object] | None:
+    """``fn`` captured in a CUDA graph, whose replays time the GPU's own work without Python's launch overhead
+    (which dominates a single layer's eager time up to about N T = 32M); None where it cannot be captured."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay
+    except Exception as exc:  # a library whose layer cannot be captured keeps its eager figure only
+        print(f"  (not capturable in a CUDA graph: {str(exc).splitlines()[0][:100]})", flush=True)
+        torch.cuda.synchronize()
+        return None
+
+
 def time_cpu(fn: Callable[[], object], reps: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -252,8 +272,9 @@ def saved_for_backward(case: Case, x_leaf: Tensor) -> dict[str, float | bool]:
 
 
 def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = True) -> dict[str, object]:
-    torch.manual_seed(0)
-    x = (torch.randn(T, B, N // B, device=device) * case.scale).requires_grad_()
+    # drawn on the CPU: a failed CUDA-graph capture of another library must not leave CUDA's generator unusable
+    x = (torch.randn(T, B, N // B, generator=torch.Generator().manual_seed(0)) * case.scale).to(device)
+    x.requires_grad_()
     case.activate()
     timer = time_cuda if device == "cuda" else time_cpu
 
@@ -273,8 +294,13 @@ def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = T
         "fwd_ms_median": statistics.median(fwd), "fwdbwd_ms_median": statistics.median(fwdbwd),
         "fwd_ms_max": max(fwd), "fwdbwd_ms_max": max(fwdbwd), "reps": reps,
     }  # fmt: skip
+    if device == "cuda":
+        for mode, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+            replay = cuda_graph(fn)
+            row[f"{mode}_graph_ms"] = statistics.median(timer(replay, reps)) if replay else None
     for mode in MUST_MOVE:
-        row[f"{mode}_GBs"] = MUST_MOVE[mode] * T * N / row[f"{mode}_ms"] / 1e6
+        ms = row.get(f"{mode}_graph_ms") or row[f"{mode}_ms"]
+        row[f"{mode}_GBs"] = MUST_MOVE[mode] * T * N / ms / 1e6
     if memory:
         kept = kept_for_backward(case, x) if device == "cuda" else saved_for_backward(case, x)
         row["kept_B"] = kept["kept"] / (T * N)
@@ -297,7 +323,7 @@ def sweep_triton(reps: int, T: int = 32, N: int = 2**20) -> dict[str, int]:
         triton_lif.BLOCK, triton_lif.NUM_WARPS, triton_lif.K = block, warps, k
         try:
             row = measure(snnlab_case("triton"), T, N, "cuda", reps, memory=False)
-            results.append((row["fwdbwd_ms"], row["fwd_ms"], block, warps, k))
+            results.append((row.get("fwdbwd_graph_ms") or row["fwdbwd_ms"], row["fwd_ms"], block, warps, k))
             print(f"  sweep BLOCK={block} NUM_WARPS={warps} K={k}: fwd {row['fwd_ms']:.3f} ms, "
                   f"fwd+bwd {row['fwdbwd_ms']:.3f} ms")  # fmt: skip
         except Exception as exc:
@@ -319,16 +345,28 @@ def summarize(report: dict) -> str:
     lines = [f"{report['device']}  ({report['date']}, torch {report['torch']}, {report.get('timing', '')})"]
     if gpu:
         lines.append(f"copy bandwidth {report['copy_GBs']:.0f} GB/s; triton config {report.get('triton_config')}")
-    head = f"{'T':>4} {'N':>8} {'library':<20} {'fwd ms':>9} {'f+b ms':>9} {'x fast':>7} {'rate':>6}"
-    head += f" {'kept B':>7} {'holds x':>7}" + (f" {'f+b %bw':>7}" if gpu else "")
+    if gpu:
+        lines.append("eager: Python-launched, as a loop calls it; graph: CUDA-graph replays, the GPU's own time. "
+                     "x fast and %bw use the graph time where there is one")  # fmt: skip
+    head = f"{'T':>4} {'N':>8} {'library':<20} {'fwd ms':>9} {'f+b ms':>9}"
+    head += f" {'fwd graph':>9} {'f+b graph':>9}" if gpu else ""
+    head += f" {'x fast':>7} {'rate':>6} {'kept B':>7} {'holds x':>7}" + (f" {'f+b %bw':>7}" if gpu else "")
     lines.append(head)
+
+    def fwdbwd(r: dict) -> float:
+        return r.get("fwdbwd_graph_ms") or r["fwdbwd_ms"]
+
     for T, N in sorted({(r["T"], r["N"]) for r in rows}):
         group = [r for r in rows if r["T"] == T and r["N"] == N]
         ref = next((r for r in group if r["library"] == fast), None)
         for r in group:
-            ratio = r["fwdbwd_ms"] / ref["fwdbwd_ms"] if ref else float("nan")
-            line = (f"{T:>4} {N:>8} {r['library']:<20} {r['fwd_ms']:>9.3f} {r['fwdbwd_ms']:>9.3f} {ratio:>7.2f} "
-                    f"{r['rate']:>6.3f}")  # fmt: skip
+            ratio = fwdbwd(r) / fwdbwd(ref) if ref else float("nan")
+            line = f"{T:>4} {N:>8} {r['library']:<20} {r['fwd_ms']:>9.3f} {r['fwdbwd_ms']:>9.3f}"
+            if gpu:
+                line += "".join(
+                    f" {r[k]:>9.3f}" if r.get(k) else f" {'-':>9}" for k in ("fwd_graph_ms", "fwdbwd_graph_ms")
+                )
+            line += f" {ratio:>7.2f} {r['rate']:>6.3f}"
             if "kept_B" in r:
                 line += f" {r['kept_B']:>7.2f} {'yes' if r['holds_x'] else 'no':>7}"
             if gpu:

@@ -53,7 +53,13 @@ def setup(device: str) -> Context:
     if world == 1:
         return Context(resolved)
     if resolved.type == "cuda":
-        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise SnnlabError(
+                f"process {local_rank} of this machine has no GPU of its own ({torch.cuda.device_count()} here): "
+                f"start at most that many processes per machine, or train on the CPU with device=cpu"
+            )
+        resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")

@@ -30,7 +30,7 @@ def rows(folder: Path) -> list[dict[str, float]]:
 
 def test_two_processes_match_one_with_the_double_batch(tmp_path: Path) -> None:
     """2 processes x batch 32 give the loss curve of 1 process x batch 64; rank 0 alone writes the folder."""
-    common = ["-q", "train.epochs=2", "data.drop_last=true", "output.plots=false"]
+    common = ["-q", "device=cpu", "train.epochs=2", "data.drop_last=true", "output.plots=false"]
     one = snnlab("run", *common, "data.batch_size=64", f"output.root={tmp_path / 'one'}")
     two = snnlab("run", "--nproc", "2", *common, "data.batch_size=32", f"output.root={tmp_path / 'two'}")
     assert one.returncode == 0, one.stderr

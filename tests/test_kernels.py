@@ -201,9 +201,11 @@ def test_triton_cuda_graph_and_compile() -> None:
 
 
 @pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
-def test_triton_kernels_compile_for_hopper() -> None:
+@pytest.mark.parametrize("scalar", ["fp32", "fp64"])
+def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
     """Without a GPU: both kernels compile for sm_90 with fusion on (as Inductor compiles them), keep nothing in
-    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add)."""
+    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add).
+    Inductor passes Python floats (``v_reset``, ``alpha``) as fp64: the kernels must still compute in fp32."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
 
@@ -212,7 +214,7 @@ def test_triton_kernels_compile_for_hopper() -> None:
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
-        signature.update({n: "fp32" for n in ("v_reset", "alpha") if n in names})
+        signature.update({n: scalar for n in ("v_reset", "alpha") if n in names})
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
         options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
         return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]

@@ -85,6 +85,7 @@ def _forward_kernel(
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
+    v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
     beta = tl.load(beta_ptr)
     gain = tl.load(gain_ptr)
     theta = tl.load(theta_ptr)
@@ -122,6 +123,8 @@ def _backward_kernel(
     pid = tl.program_id(0)
     n = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
+    v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
+    alpha = tl.cast(alpha, tl.float32)
     beta = tl.load(beta_ptr)
     gain = tl.load(gain_ptr)
     theta = tl.load(theta_ptr)
