@@ -41,7 +41,7 @@ def test_two_processes_match_one_with_the_double_batch(tmp_path: Path) -> None:
     expected, got = rows(single), rows(double)
     assert [r["epoch"] for r in got] == [1, 2]
     for a, b in zip(expected, got):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["train_accuracy"] == pytest.approx(a["train_accuracy"], abs=1e-9)
         assert b["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=1e-9)
         assert b["firing_rate"] == pytest.approx(a["firing_rate"], rel=1e-4)
