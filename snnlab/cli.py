@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from .errors import ConfigError, SnnlabError
+from .errors import ConfigError, Interrupted, SnnlabError
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -56,6 +56,10 @@ def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
     """Run ``action``; print a ``SnnlabError`` as one message and exit with code 2."""
     try:
         return action()
+    except Interrupted as exc:
+        if _main_process():
+            typer.echo(f"\n{exc}", err=True)
+        raise typer.Exit(130) from None
     except SnnlabError as exc:
         if isinstance(exc, ConfigError) and exc.source is None and source is not None:
             exc = exc.with_source(source)

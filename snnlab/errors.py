@@ -44,3 +44,7 @@ class DataFileError(SnnlabError):
         if message.startswith("Caught ") and own in message:
             message = message.rsplit(own, 1)[1].strip() + " (in a DataLoader worker)"
         super().__init__(message)
+
+
+class Interrupted(SnnlabError):
+    """The user stopped a run (Ctrl-C); the message says where to resume it from."""

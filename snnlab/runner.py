@@ -24,7 +24,7 @@ from .checkpoint import Progress
 from .config import ExperimentConfig
 from .datasets import DATASETS, DatasetSplits
 from .distributed import Context, broadcast, gather, setup, sum_across, teardown, wrap
-from .errors import SnnlabError
+from .errors import Interrupted, SnnlabError
 from .health import NonFiniteError, locate_non_finite
 from .network import Network
 from .plots import plot_activity, plot_curves
@@ -309,6 +309,13 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path 
     """
     ctx = setup(cfg.device)
     try:
-        return Training(cfg, source, ctx, resume).fit(progress)
+        training = Training(cfg, source, ctx, resume)
+        try:
+            return training.fit(progress)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; the last checkpoint ({training.saved_at}) is in {training.folder.path}, and "
+                f"`snnlab resume {training.folder.path}` continues from it"
+            ) from None
     finally:
         teardown(ctx)

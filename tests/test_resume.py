@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from snnlab import checkpoint
 from snnlab.config import resolve_experiment, validate
-from snnlab.errors import SnnlabError
+from snnlab.errors import Interrupted, SnnlabError
 from snnlab.rules import BPTT
 from snnlab.runner import run
 
@@ -64,7 +64,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(
     cfg = validate(stochastic(folder))
     with monkeypatch.context() as m:
         m.setattr(BPTT, "train_step", stops)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted, match=rf"`snnlab resume {folder}` continues from it"):
             run(cfg, "test", progress=False)
     resumed = run(cfg, "test", progress=False, resume=folder)
     assert metrics(folder) == metrics(reference)
