@@ -7,79 +7,105 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import NetworkConfig
+from .config import BlockConfig, NetworkConfig
 from .errors import ConfigError
-from .network import Block, Network
+from .network import Block, Network, Residual
 from .neurons import NEURONS, Neuron
-from .synapses import SYNAPSES, batch_norm, dropout, flatten, pool
+from .synapses import NORMS, POST, RECURRENT, SYNAPSES
 
 
-def build_network(cfg: NetworkConfig, input_shape: tuple[int, ...], num_classes: int) -> Network:
-    """The network ``cfg`` describes, for per-step inputs of ``input_shape`` and ``num_classes`` outputs.
+def build_network(
+    cfg: NetworkConfig, input_shape: tuple[int, ...], membrane_output: bool = False, notes: list[str] | None = None
+) -> Network:
+    """The network ``cfg`` describes, for per-step inputs of ``input_shape``.
 
+    With ``membrane_output`` (the objective reads membranes) the last block with a synapse gets the membrane-only
+    form of the default neuron unless it names its own; a line saying so is appended to ``notes``.
     Raises ``ConfigError`` naming ``network.blocks[i]...`` when sizes do not chain.
     """
     synapse_blocks = [i for i, b in enumerate(cfg.blocks) if b.synapse_kind() is not None]
-    if not synapse_blocks:
-        raise ConfigError([("network.blocks", "needs at least one block with a synapse (linear, conv)")])
-    output_index = synapse_blocks[-1]
+    output_index = synapse_blocks[-1] if membrane_output and synapse_blocks else None
     blocks, shape = [], tuple(input_shape)
     for i, spec in enumerate(cfg.blocks):
-        path = f"network.blocks[{i}]"
-        try:
-            block = _build_block(spec, shape, cfg, is_output=i == output_index, path=path)
-            shape = _out_shape(block, shape)
-        except (ValueError, RuntimeError) as exc:
-            key = spec.synapse_kind() or next(k for k in ("flatten", "pool", "dropout") if getattr(spec, k))
-            raise ConfigError([(f"{path}.{key}", str(exc).splitlines()[0])]) from None
+        block, shape = _build(spec, shape, cfg, f"network.blocks[{i}]", swap=i == output_index, notes=notes)
         blocks.append(block)
-    if shape != (num_classes,):
+    return Network(blocks)
+
+
+def output_shape(network: Network, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-sample shape of the network's output for per-step inputs of ``input_shape``."""
+    return _shape_after(_StepOnce(network), input_shape)
+
+
+def _build(
+    spec: Any, shape: tuple[int, ...], cfg: NetworkConfig, path: str, swap: bool, notes: list[str] | None
+) -> tuple[nn.Module, tuple[int, ...]]:
+    if spec.residual is not None:
+        inner, inner_shape = [], shape
+        for j, sub in enumerate(spec.residual):
+            block, inner_shape = _build(sub, inner_shape, cfg, f"{path}.residual[{j}]", False, notes)
+            inner.append(block)
+        if inner_shape != shape:
+            raise ConfigError(
+                [
+                    (
+                        f"{path}.residual",
+                        f"its blocks turn {list(shape)} into {list(inner_shape)}; a residual block must keep the shape",
+                    )
+                ]
+            )
+        return Residual(inner), shape
+    key = "neuron"
+    try:
+        parts: dict[str, Any] = {}
+        current = shape
+        if (kind := spec.synapse_kind()) is not None:
+            key = kind
+            parts["synapse"] = SYNAPSES.build(getattr(spec, kind), in_shape=shape)
+            current = _shape_after(parts["synapse"], shape)
+        if spec.norm is not None:
+            key = "norm"
+            parts["norm"] = NORMS.build(spec.norm, in_shape=current)
+        key = "neuron"
+        parts["neuron"] = _neuron(spec, cfg, swap, path, notes)
+        if spec.recurrent is not None:
+            key = "recurrent"
+            parts["recurrent"] = RECURRENT.build(spec.recurrent, in_shape=current)
+        post, after = [], current
+        for kind in spec.post_kinds():
+            key = kind
+            post.append(POST.build(getattr(spec, kind), in_shape=after))
+            after = _shape_after(post[-1], after)
+        block = Block(post=post, **parts)
+        return block, _shape_after(_StepOnce(block), shape)
+    except (ValueError, RuntimeError) as exc:
         raise ConfigError(
             [
                 (
-                    f"network.blocks[{len(cfg.blocks) - 1}]",
-                    f"the network ends with shape {list(shape)} "
-                    f"but the data has {num_classes} classes; the last block must produce [{num_classes}]",
+                    f"{path}.{key}" if key != "neuron" or spec.neuron is not None else "network.neuron",
+                    str(exc).splitlines()[0],
                 )
             ]
-        )
-    return Network(blocks, cfg.readout)
+        ) from None
 
 
-def _build_block(spec: Any, in_shape: tuple[int, ...], cfg: NetworkConfig, is_output: bool, path: str) -> Block:
-    kind = spec.synapse_kind()
-    post: list[nn.Module] = []
-    if kind is None:
-        if spec.flatten:
-            post.append(flatten())
-        if spec.pool is not None:
-            post.append(pool(in_shape, spec.pool))
-        if spec.dropout is not None:
-            post.append(dropout(spec.dropout))
-        return Block(post=post)
-    synapse = SYNAPSES.build(getattr(spec, kind), in_shape=in_shape)
-    current_shape = _shape_after(synapse, in_shape)
-    norm = batch_norm(current_shape) if spec.norm == "batch" else None
-    try:
-        neuron = _neuron(spec, cfg, is_output)
-    except ValueError as exc:
-        key = f"{path}.neuron" if spec.neuron is not None else "network.neuron"
-        raise ConfigError([(key, str(exc))]) from None
-    if spec.pool is not None:
-        post.append(pool(current_shape, spec.pool))
-    if spec.dropout is not None:
-        post.append(dropout(spec.dropout))
-    return Block(synapse, norm, neuron, post)
-
-
-def _neuron(spec: Any, cfg: NetworkConfig, is_output: bool) -> Neuron:
-    """The block's own neuron, else the default; the output block gets the default's membrane form under a membrane readout."""
+def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None) -> Neuron | None:
+    """The block's own neuron, else the default for a block with a synapse; the output block gets the default's
+    membrane form under a membrane readout."""
     if spec.neuron is not None:
         return NEURONS.build(spec.neuron)
+    if spec.synapse_kind() is None:
+        return None
     neuron = NEURONS.build(cfg.neuron)
-    if is_output and cfg.readout.reads == "membrane":
-        return neuron.readout_form()
-    return neuron
+    if not swap:
+        return neuron
+    membrane = neuron.readout_form()
+    if notes is not None and type(membrane) is not type(neuron):
+        notes.append(
+            f"{path}: neuron {getattr(cfg.neuron, NEURONS.key)} becomes {type(membrane).__name__} (its membrane) "
+            f"for the objective's membrane readout; objective.swap_output_neuron=false keeps it"
+        )
+    return membrane
 
 
 @torch.no_grad()
@@ -92,13 +118,8 @@ def _shape_after(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...
         module.train(was_training)
 
 
-@torch.no_grad()
-def _out_shape(block: Block, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-    return _shape_after(_StepOnce(block), in_shape)
-
-
 class _StepOnce(nn.Module):
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
 

@@ -24,7 +24,7 @@ from .errors import SnnlabError
 from .rules import Rule
 from .storage import atomic_write, check_tensors
 
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -35,13 +35,13 @@ class Progress:
     """The epoch in progress (from 1)."""
     step: int = 0
     """Batches of that epoch already trained (by each process)."""
-    loss_sum: float = 0.0
-    accuracy_sum: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
     seen: int = 0
-    """Sample-weighted sums of that epoch so far, over all processes."""
+    """Sample-weighted sums of the rule's metrics in that epoch so far, and the samples, over all processes."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     """One row of metrics per finished epoch."""
-    best_accuracy: float = -1.0
+    best_value: float | None = None
+    """The best value so far of the objective's ``best`` metric, and its epoch."""
     best_epoch: int = 0
     activity: dict[str, Any] = field(default_factory=dict)
     """Activity statistics of the latest evaluation, for the summary."""
@@ -84,7 +84,9 @@ def load(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError) as exc:
         raise SnnlabError(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SnnlabError(f"{path}: not a snnlab checkpoint of format {FORMAT}")
+        found = state.get("format") if isinstance(state, dict) else None
+        older = f" (it has format {found}, written by an older snnlab)" if isinstance(found, int) else ""
+        raise SnnlabError(f"{path}: not a snnlab checkpoint of format {FORMAT}{older}")
     return state
 
 

@@ -79,11 +79,16 @@ def _report(result: RunResult) -> None:
     if not _main_process():
         return
     s = result.summary
+    key = s["best_metric"]
     typer.echo(
-        f"test accuracy {s['test_accuracy']:.2%} (best {s['best_test_accuracy']:.2%} at epoch {s['best_epoch']}), "
-        f"{s['wall_time_seconds']:.1f} s"
+        f"test {key} {_format(key, s[f'test_{key}'])} (best {_format(key, s[f'best_test_{key}'])} at epoch "
+        f"{s['best_epoch']}), {s['wall_time_seconds']:.1f} s"
     )
     typer.echo(f"run folder: {result.run_dir}")
+
+
+def _format(metric: str, value: float) -> str:
+    return f"{value:.2%}" if metric == "accuracy" else f"{value:.4g}"
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -149,8 +154,11 @@ def check(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
     cfg, source = _report_errors(lambda: load_experiment(config, overrides))
 
     def build() -> None:
-        splits, network = build_experiment(cfg)
+        splits, network, objective, notes = build_experiment(cfg)
         typer.echo(network)
+        typer.echo(objective)
+        for note in notes:
+            typer.echo(f"note: {note}")
         typer.echo(
             f"{source}: valid; input {list(splits.input_shape)}, {splits.num_classes} classes, "
             f"{parameter_count(network):,} parameters, rule {cfg.rule.name}"
@@ -164,27 +172,29 @@ def evaluate_run(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `snnlab run`.")],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
 ) -> None:
-    """Evaluate a run's checkpoint on the test set and print accuracy and activity."""
+    """Evaluate a run's checkpoint (the network's and the rule's saved state) on the test set; print the
+    objective's metrics and the activity."""
     import json
 
     from .config import read_yaml, validate
     from .distributed import Context, resolve_device
-    from .rules import RULES
     from .run_folder import CONFIG, RunFolder
-    from .runner import build_experiment, data_loaders, evaluate
+    from .runner import build_experiment, build_rule, data_loaders, evaluate
     from .storage import load_weights
 
     def evaluate_checkpoint() -> None:
         config_file = RunFolder.existing(run_dir).path / CONFIG
         cfg = validate(read_yaml(config_file), str(config_file))
         ctx = Context(resolve_device(cfg.device))
-        splits, network = build_experiment(cfg)
-        load_weights(run_dir / f"{checkpoint}.safetensors", network)
+        splits, network, objective, _ = build_experiment(cfg)
+        rule = build_rule(cfg, network, objective)
+        load_weights(run_dir / f"{checkpoint}.safetensors", {"network": network, "rule": rule})
         network.to(ctx.device)
-        rule = RULES.builder(cfg.rule.name)(cfg.rule, network, cfg.train).to(ctx.device)
+        rule.to(ctx.device)
         _, test_loader = data_loaders(cfg, splits, ctx)
-        accuracy, activity = evaluate(network, rule, test_loader, ctx)
-        typer.echo(json.dumps({"checkpoint": checkpoint, "test_accuracy": accuracy, **activity}, indent=2))
+        metrics, activity = evaluate(network, rule, test_loader, ctx)
+        test = {f"test_{k}": v for k, v in metrics.items()}
+        typer.echo(json.dumps({"checkpoint": checkpoint, **test, **activity}, indent=2))
 
     if checkpoint not in ("best", "last"):
         typer.echo("error: --checkpoint must be best or last", err=True)

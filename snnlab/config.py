@@ -1,7 +1,7 @@
 """The experiment schema, and reading it from YAML with command-line overrides.
 
 An experiment has the sections ``name``, ``seed``, ``device``, ``data``,
-``network``, ``rule``, ``train`` and ``output``. Every option is validated
+``network``, ``objective``, ``rule``, ``train`` and ``output``. Every option is validated
 before anything runs; a mistake is reported as a ``ConfigError`` that names
 the file, the key path and what was expected.
 """
@@ -14,105 +14,122 @@ import typing
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from . import registry
 from .datasets import DATASETS
 from .errors import ConfigError
 from .neurons import NEURONS
+from .objectives import OBJECTIVES
 from .optim import TrainConfig
-from .readouts import ReadoutSpec
+from .plugins import load_plugins
 from .rules import RULES
-from .synapses import SYNAPSES, PoolOptions
-
-NeuronSpec = NEURONS.schema()
+from .synapses import NORMS, POST, RECURRENT, SYNAPSES
 
 
-def _shorthand(field: str) -> BeforeValidator:
-    """Accept a bare number as ``{field: number}`` (``linear: 128``, ``pool: 2``)."""
+def _shorthand(field: str | None) -> BeforeValidator:
+    """Accept a bare number as ``{field: number}`` (``linear: 128``, ``pool: 2``), ``true`` as ``{}`` and
+    ``false`` as absent (``flatten: true``)."""
 
     def expand(value: Any) -> Any:
-        return {field: value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if isinstance(value, bool):
+            return {} if value else None
+        if field is not None and isinstance(value, (int, float)):
+            return {field: value}
+        return value
 
     return BeforeValidator(expand)
 
 
-def _synapse_fields() -> dict[str, Any]:
-    """One optional block key per registered synapse; its first option is the shorthand."""
+def _keyed_fields(reg: registry.Registry) -> dict[str, Any]:
+    """One optional block key per entry of ``reg``; its first option is the shorthand."""
     fields = {}
-    for kind in SYNAPSES.names():
-        options = SYNAPSES.config(kind)
-        first = next(f for f in options.model_fields if f != SYNAPSES.key)
+    for kind in reg.in_order():
+        options = reg.config(kind)
+        first = next((f for f in options.model_fields if f != reg.key), None)
         fields[kind] = (typing.Annotated[options | None, _shorthand(first)], None)
     return fields
 
 
-class _BlockBase(BaseModel):
+class BlockConfig(BaseModel):
+    """One entry of ``network.blocks``: a synapse (``linear``, ``conv``, ...) with its ``norm``, ``neuron``,
+    ``recurrent`` and post layers (``pool``, ``dropout``, ``flatten``); or post layers or a norm alone; or
+    ``residual``: a list of blocks whose output is added to their input. (The synapse and post keys come
+    from their registries.)"""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    flatten: bool = False
-    norm: Literal["batch"] | None = None
-    neuron: NeuronSpec | None = None  # type: ignore[valid-type]
-    pool: typing.Annotated[PoolOptions | None, _shorthand("size")] = None
-    dropout: float | None = Field(None, ge=0, lt=1)
 
     def synapse_kind(self) -> str | None:
         """The synapse key this block sets, if any."""
-        return next((k for k in SYNAPSES.names() if getattr(self, k) is not None), None)
+        return next((k for k in SYNAPSES.names() if getattr(self, k, None) is not None), None)
+
+    def post_kinds(self) -> list[str]:
+        """The post-layer keys this block sets, in the order they run."""
+        return [k for k in POST.in_order() if getattr(self, k, None) is not None]
 
     @model_validator(mode="after")
-    def _one_role(self) -> _BlockBase:
-        kinds = [k for k in SYNAPSES.names() if getattr(self, k) is not None]
+    def _one_role(self) -> BlockConfig:
+        kinds = [k for k in SYNAPSES.names() if getattr(self, k, None) is not None]
         if len(kinds) > 1:
             raise ValueError(f"a block has one synapse, got {kinds}")
-        if self.flatten and kinds:
-            raise ValueError("`flatten` is a block of its own; put it in a separate list entry")
-        if not kinds:
-            if self.neuron is not None or self.norm is not None:
-                raise ValueError(
-                    f"`neuron` and `norm` need a synapse ({', '.join(SYNAPSES.names())}) in the same block"
-                )
-            if not (self.flatten or self.pool or self.dropout is not None):
-                raise ValueError(f"a block needs one of: {', '.join(SYNAPSES.names())}, flatten, pool, dropout")
+        others = [k for k in ("norm", "neuron", "recurrent", *kinds, *POST.names()) if getattr(self, k, None)]
+        if self.residual is not None and others:
+            raise ValueError(f"`residual` is a block of its own; move {others} into its list")
+        if self.residual is not None:
+            return self
+        if self.recurrent is not None and not kinds and self.neuron is None:
+            raise ValueError(
+                "`recurrent` needs a neuron: a synapse in the same block (which gets the default neuron) or `neuron`"
+            )
+        if not others:
+            raise ValueError(
+                f"a block needs one of: {', '.join(SYNAPSES.names())}, norm, neuron, {', '.join(POST.names())}, residual"
+            )
         return self
 
 
-BlockConfig = create_model("BlockConfig", __base__=_BlockBase, **_synapse_fields())  # type: ignore[call-overload]
-"""One entry of ``network.blocks``: a synapse with its norm/neuron/pool/dropout, or flatten/pool/dropout alone."""
-
-
-def _as_mapping(value: Any, key: str) -> Any:
-    return {key: value} if isinstance(value, str) else value
-
-
 class NetworkConfig(BaseModel):
-    """``network``: the default neuron of every block, the blocks in order, and the readout.
+    """``network``: the default neuron of every block with a synapse, and the blocks in order.
 
     A block's ``neuron`` overrides the default: without ``model`` its keys are
     merged into the default neuron's options, with another ``model`` it replaces it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-    neuron: NeuronSpec = "lif"  # type: ignore[valid-type]
-    blocks: list[BlockConfig] = Field(min_length=1)  # type: ignore[valid-type]
-    readout: ReadoutSpec = "mean_membrane"  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
     def _merge_block_neurons(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("blocks"), list):
+        if not isinstance(data, dict):
             return data
+        if "readout" in data:
+            raise ValueError(
+                "`network.readout` is now `objective.readout` (objective: {name: classification, readout: ...})"
+            )
         default = _as_mapping(data.get("neuron", "lif"), NEURONS.key)
-        blocks = []
-        for block in data["blocks"]:
-            override = block.get("neuron") if isinstance(block, dict) else None
-            override = _as_mapping(override, NEURONS.key)
-            if isinstance(override, dict) and isinstance(default, dict):
-                same_model = override.get(NEURONS.key, default.get(NEURONS.key)) == default.get(NEURONS.key)
-                block = {**block, "neuron": {**default, **override} if same_model else override}
-            blocks.append(block)
-        return {**data, "blocks": blocks}
+        if isinstance(data.get("blocks"), list):
+            data = {**data, "blocks": _merge_neurons(data["blocks"], default)}
+        return data
+
+
+def _as_mapping(value: Any, key: str) -> Any:
+    return {key: value} if isinstance(value, str) else value
+
+
+def _merge_neurons(blocks: list[Any], default: Any) -> list[Any]:
+    merged = []
+    for block in blocks:
+        if isinstance(block, dict) and isinstance(block.get("residual"), list):
+            block = {**block, "residual": _merge_neurons(block["residual"], default)}
+        override = _as_mapping(block.get("neuron"), NEURONS.key) if isinstance(block, dict) else None
+        if isinstance(override, dict) and isinstance(default, dict):
+            same_model = override.get(NEURONS.key, default.get(NEURONS.key)) == default.get(NEURONS.key)
+            block = {**block, "neuron": {**default, **override} if same_model else override}
+        merged.append(block)
+    return merged
 
 
 class OutputConfig(BaseModel):
@@ -127,22 +144,58 @@ class OutputConfig(BaseModel):
     )
 
 
-DataSpec = DATASETS.schema()
-RuleSpec = RULES.schema()
-
-
 class ExperimentConfig(BaseModel):
-    """A whole experiment, as read from YAML."""
+    """A whole experiment, as read from YAML. The sections that depend on the registries (``data``,
+    ``network``, ``objective``, ``rule``) are added by ``experiment_schema``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    data: DataSpec = "digits"  # type: ignore[valid-type]
-    network: NetworkConfig
-    rule: RuleSpec = "bptt"  # type: ignore[valid-type]
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
+
+
+_schema: tuple[int, type[ExperimentConfig]] | None = None
+
+
+def experiment_schema() -> type[ExperimentConfig]:
+    """The experiment model for the registries as they are now (plugins loaded first); rebuilt after any
+    registration, so an entry registered from outside the package is accepted in YAML like a built-in one."""
+    global _schema
+    load_plugins()
+    if _schema is None or _schema[0] != registry.version():
+        _schema = (registry.version(), _build_schema())
+    return _schema[1]
+
+
+def _build_schema() -> type[ExperimentConfig]:
+    neuron = NEURONS.schema()
+    block = create_model(  # type: ignore[call-overload]
+        "BlockConfig",
+        __base__=BlockConfig,
+        norm=(typing.Annotated[NORMS.schema() | None, _shorthand(None)], None),
+        neuron=(neuron | None, None),
+        recurrent=(typing.Annotated[RECURRENT.schema() | None, _shorthand(None)], None),
+        residual=(Optional[list["BlockConfig"]], Field(None, min_length=1)),  # noqa: UP045 (a forward reference)
+        **_keyed_fields(SYNAPSES),
+        **_keyed_fields(POST),
+    )
+    block.model_rebuild(_types_namespace={"BlockConfig": block})
+    network = create_model(  # type: ignore[call-overload]
+        "NetworkConfig",
+        __base__=NetworkConfig,
+        neuron=(neuron, "lif"),
+        blocks=(list[block], Field(min_length=1)),  # type: ignore[valid-type]
+    )
+    return create_model(  # type: ignore[call-overload]
+        "ExperimentConfig",
+        __base__=ExperimentConfig,
+        data=(DATASETS.schema(), "digits"),
+        network=(network, ...),
+        objective=(OBJECTIVES.schema(default="classification"), "classification"),
+        rule=(RULES.schema(), "bptt"),
+    )
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -233,7 +286,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def validate(raw: dict[str, Any], source: str | None = None) -> ExperimentConfig:
     """Validate a raw mapping against the schema, turning pydantic's errors into a ``ConfigError``."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        return experiment_schema().model_validate(raw)
     except ValidationError as exc:
         raise ConfigError([_describe(e, raw) for e in exc.errors()], source) from None
 
@@ -251,7 +304,7 @@ def load_experiment(spec: str | Path | None = None, overrides: Sequence[str] = (
 
 # --- turning pydantic's errors into messages about the user's keys ------------------------------
 
-_TAG_KEYS = (NEURONS.key, "name", SYNAPSES.key)
+_TAG_KEYS = (NEURONS.key, "name", SYNAPSES.key, POST.key)
 
 
 def _describe(error: Any, raw: Any) -> tuple[str, str]:
@@ -289,8 +342,8 @@ def _user_path(loc: Sequence[Any], raw: Any) -> tuple[str, type[BaseModel] | Non
     """Drop pydantic's union-member labels from ``loc``; also return the model that holds the last key."""
     parts: list[str] = []
     node: Any = raw
-    model: Any = ExperimentConfig
-    holder: type[BaseModel] | None = ExperimentConfig
+    model: Any = experiment_schema()
+    holder: type[BaseModel] | None = model
     for item in loc:
         if isinstance(node, str) and item == node:  # shorthand ``neuron: lif`` labelled 'lif'
             model = _member(model, item)

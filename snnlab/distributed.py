@@ -1,9 +1,10 @@
 """Which process this is and on which device it runs: one process, or one of several under torchrun.
 
-Training on several processes is PyTorch's DistributedDataParallel, started by
-``torchrun`` (``snnlab run CONFIG --nproc N`` is a thin wrapper over it). Each process
-trains on its share of every batch (``data.batch_size`` is per process), gradients are
-averaged by DDP, metrics are summed across processes, and only rank 0 writes files.
+Training on several processes is started by ``torchrun`` (``snnlab run CONFIG --nproc N`` is a
+thin wrapper over it) and runs on PyTorch's distributed engine (gloo on the CPU, nccl on GPUs). Each
+process trains on its share of every batch (``data.batch_size`` is per process); the gradient rule
+base averages the gradients in its ``step`` (``rules.base``), whichever way the rule ran the network;
+metrics are summed across processes, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from .errors import SnnlabError
 
@@ -72,25 +72,25 @@ def teardown(ctx: Context) -> None:
         dist.destroy_process_group()
 
 
-class DistributedNetwork(DistributedDataParallel):
-    """DDP around a ``Network`` that still answers ``.readout``, ``.blocks``, ``.trace`` and the like.
-
-    Calling it runs the forward pass through DDP, which is what synchronises the gradients:
-    a distributable rule computes its loss from ``network(x_seq)``.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.module, name)
-
-
-def wrap(network: nn.Module, ctx: Context) -> nn.Module:
-    """``network`` under DDP when there are several processes, else itself."""
+@torch.no_grad()
+def broadcast_module(module: nn.Module, ctx: Context) -> None:
+    """Rank 0's parameters and buffers on every process (after a data-dependent initialisation)."""
     if ctx.world == 1:
-        return network
-    return DistributedNetwork(network, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+@torch.no_grad()
+def average_buffers(module: nn.Module, ctx: Context) -> None:
+    """Floating-point buffers (batch-norm statistics) averaged over processes, so that every process
+    evaluates and saves one model."""
+    if ctx.world == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= ctx.world
 
 
 def sum_across(values: Sequence[float], ctx: Context) -> list[float]:

@@ -40,7 +40,14 @@ def all_finite(tensors: Iterable[Tensor]) -> Tensor:
 
 
 def _describe_state(state: Any) -> str:
-    return ", ".join(getattr(state, "_fields", ())) or "state"
+    """The field names of a (nested) state, leaves only: ``v`` for a LIF block's ``BlockState``."""
+    fields = getattr(state, "_fields", ())
+    names = [
+        _describe_state(part) if hasattr(part, "_fields") else name
+        for name, part in zip(fields, state)
+        if part is not None
+    ]
+    return ", ".join(n for n in names if n) or "state"
 
 
 @torch.no_grad()
@@ -58,8 +65,8 @@ def locate_non_finite(network: torch.nn.Module, x_seq: Tensor) -> str:
         for i, block in enumerate(network.blocks):
             x_t, states[i] = block.step(x_t, states[i])
             if not bool(all_finite([x_t, *tensors_of(states[i])])):
-                kind = type(block.neuron).__name__ if block.neuron is not None else "block"
-                return f"network.blocks.{i} ({kind}: output or {_describe_state(states[i])}) at time step {t}"
+                part = getattr(block, "neuron", None) or block
+                return f"network.blocks.{i} ({type(part).__name__}: output or {_describe_state(states[i])}) at time step {t}"
     for name, p in network.named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of network.{name} (the forward pass was finite)"

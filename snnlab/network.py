@@ -1,31 +1,32 @@
-"""A spiking network: an ordered list of blocks (synapse -> norm -> neuron -> pool/dropout) and a readout.
+"""A spiking network: an ordered list of blocks (and residual blocks of blocks), each a stateful layer.
 
-Shapes are time-major: a sequence is ``[T, B, ...]``, one step ``[B, ...]``.
-Stateless layers run folded over time; only neurons carry state, and it is
-passed in and returned, never kept on the module.
+A block is synapse -> norm -> (+ recurrent) -> neuron -> post layers, any part optional. Shapes are time-major:
+a sequence is ``[T, B, ...]``, one step ``[B, ...]``. Stateless parts (Linear, Conv, norms, pooling) run folded
+over time; a stateful synapse (a delay line) sees the time axis, and a block with a recurrent connection runs
+its neuron step by step. A block's state is the ``BlockState`` of its parts; it is passed in and returned,
+never kept on the module. How outputs become predictions and losses is the objective's business.
 
 Example::
 
     >>> import torch
     >>> from snnlab.network import Block, Network
     >>> from snnlab.neurons import LIF, LI
-    >>> from snnlab.readouts import MeanMembrane
     >>> from snnlab.synapses import Linear
-    >>> net = Network([Block(Linear(64, 128), neuron=LIF()), Block(Linear(128, 10), neuron=LI())], MeanMembrane())
+    >>> net = Network([Block(Linear(64, 128), neuron=LIF()), Block(Linear(128, 10), neuron=LI())])
     >>> out, states = net(torch.rand(8, 32, 64))
-    >>> net.readout(out).shape
-    torch.Size([32, 10])
+    >>> out.shape
+    torch.Size([8, 32, 10])
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
-from .neurons import Neuron, State
-from .readouts import Readout
+from .stateful import State, is_stateful
 
 
 def fold(module: nn.Module, x_seq: Tensor) -> Tensor:
@@ -33,84 +34,234 @@ def fold(module: nn.Module, x_seq: Tensor) -> Tensor:
     return module(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
 
 
-class Block(nn.Module):
-    """synapse -> norm -> neuron -> post (pooling, dropout); any part may be absent.
+def regularization_of(module: nn.Module | None, output: Tensor) -> Tensor | None:
+    """The term ``module.regularization(output)`` adds to the loss (UltraLIF's sparsity penalty, firing-rate
+    penalties), or None for a module without one. ``output`` is the module's own output sequence."""
+    term = getattr(module, "regularization", None)
+    return term(output) if callable(term) else None
 
-    A block without a neuron (flatten, pooling alone) is stateless and its state is ``None``.
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+class BlockState(NamedTuple):
+    """The state of each part of a block; None is a part at rest (or without state)."""
+
+    synapse: State | None = None
+    neuron: State | None = None
+    recurrent: Tensor | None = None
+    """The neuron's output at the previous step, which the recurrent connection reads."""
+
+
+class BlockTrace(NamedTuple):
+    """What a block computed over a sequence (or one step): what local rules read instead of re-running it."""
+
+    input: Tensor
+    current: Tensor | None
+    """The neuron's input current: synapse, norm and recurrent contribution (None in a residual block)."""
+    spikes: Tensor | None
+    """The neuron's output: spikes, or the membrane of a non-spiking neuron (None without a neuron)."""
+    output: Tensor
+    """After the post layers: what the next block receives."""
+    state: Any
+    regularization: Tensor | None = None
+    """The sum of the regularisation terms of the block's parts, or None."""
+
+
+class Block(nn.Module):
+    """synapse -> norm -> (+ recurrent) -> neuron -> post (pooling, dropout, flatten); any part may be absent.
+
+    ``recurrent`` (a module from the previous step's neuron output to current, ``synapses.recurrent``) needs a
+    neuron; the block then loops over time. A stateful synapse receives the sequence with its time axis.
     """
 
     def __init__(
         self,
         synapse: nn.Module | None = None,
         norm: nn.Module | None = None,
-        neuron: Neuron | None = None,
+        neuron: nn.Module | None = None,
         post: Sequence[nn.Module] = (),
+        recurrent: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if recurrent is not None and neuron is None:
+            raise ValueError("a recurrent connection needs a neuron in the same block")
         self.synapse = synapse
         self.norm = norm
         self.neuron = neuron
+        self.recurrent = recurrent
         self.post = nn.Sequential(*post)
 
-    def current(self, x: Tensor) -> Tensor:
-        """The input current to the neuron for one step ``[B, ...]`` (synapse then norm)."""
+    def initial_state(self, like: Tensor) -> BlockState:
+        """Every part at rest; each part builds its own initial state from its first input."""
+        return BlockState()
+
+    def _feed_forward_step(self, x_t: Tensor, state: BlockState) -> tuple[Tensor, State | None]:
+        c, synapse_state = x_t, state.synapse
         if self.synapse is not None:
-            x = self.synapse(x)
+            if is_stateful(self.synapse):
+                if synapse_state is None:
+                    synapse_state = self.synapse.initial_state(c)
+                c, synapse_state = self.synapse.step(c, synapse_state)
+            else:
+                c = self.synapse(c)
         if self.norm is not None:
-            x = self.norm(x)
-        return x
+            c = self.norm(c)
+        return c, synapse_state
 
-    def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State | None]:
-        """One time step; ``state=None`` starts the neuron from rest."""
-        c = self.current(x_t)
+    def trace_step(self, x_t: Tensor, state: BlockState | None = None) -> BlockTrace:
+        """One time step ``[B, ...]`` with its intermediates; ``state=None`` starts every part at rest."""
+        state = state if state is not None else BlockState()
+        c, synapse_state = self._feed_forward_step(x_t, state)
+        s, neuron_state = c, state.neuron
+        if self.recurrent is not None and state.recurrent is not None:
+            c = c + self.recurrent(state.recurrent)
         if self.neuron is not None:
-            if state is None:
-                state = self.neuron.initial_state(c)
-            c, state = self.neuron.step(c, state)
-        return self.post(c), state
+            if neuron_state is None:
+                neuron_state = self.neuron.initial_state(c)
+            s, neuron_state = self.neuron.step(c, neuron_state)
+        out = self.post(s)
+        new_state = BlockState(synapse_state, neuron_state, s if self.recurrent is not None else None)
+        reg = self._regularization(c, s if self.neuron is not None else None, step=True)
+        return BlockTrace(x_t, c, s if self.neuron is not None else None, out, new_state, reg)
 
-    def forward(self, x_seq: Tensor, state: State | None = None) -> tuple[Tensor, State | None]:
-        """The whole sequence; the neuron may run a fused kernel."""
-        c = fold(self.current, x_seq)
-        if self.neuron is not None:
-            c, state = self.neuron(c, state)
-        if len(self.post):
-            c = fold(self.post, c)
-        return c, state
+    def step(self, x_t: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
+        """One time step; ``state=None`` starts every part at rest."""
+        trace = self.trace_step(x_t, state)
+        return trace.output, trace.state
+
+    def trace(self, x_seq: Tensor, state: BlockState | None = None) -> BlockTrace:
+        """The whole sequence ``[T, B, ...]`` with its intermediates; the neuron may run a fused kernel."""
+        state = state if state is not None else BlockState()
+        c, synapse_state = x_seq, state.synapse
+        if self.synapse is not None:
+            if is_stateful(self.synapse):
+                c, synapse_state = self.synapse(c, synapse_state)
+            else:
+                c = fold(self.synapse, c)
+        if self.norm is not None:
+            c = fold(self.norm, c)
+        s, neuron_state, previous = c, state.neuron, state.recurrent
+        if self.recurrent is not None:
+            currents, outputs = [], []
+            for c_t in c:
+                if previous is not None:
+                    c_t = c_t + self.recurrent(previous)
+                if neuron_state is None:
+                    neuron_state = self.neuron.initial_state(c_t)
+                previous, neuron_state = self.neuron.step(c_t, neuron_state)
+                currents.append(c_t)
+                outputs.append(previous)
+            c, s = torch.stack(currents), torch.stack(outputs)
+        elif self.neuron is not None:
+            s, neuron_state = self.neuron(c, neuron_state)
+        out = fold(self.post, s) if len(self.post) else s
+        new_state = BlockState(synapse_state, neuron_state, previous if self.recurrent is not None else None)
+        spikes = s if self.neuron is not None else None
+        return BlockTrace(x_seq, c, spikes, out, new_state, self._regularization(c, spikes, step=False))
+
+    def forward(self, x_seq: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
+        """The whole sequence: outputs ``[T, B, ...]`` and the final state."""
+        trace = self.trace(x_seq, state)
+        return trace.output, trace.state
+
+    def _regularization(self, current: Tensor, spikes: Tensor | None, step: bool) -> Tensor | None:
+        def seq(t: Tensor) -> Tensor:
+            return t.unsqueeze(0) if step else t
+
+        reg = regularization_of(self.synapse, seq(current)) if self.synapse is not None else None
+        if self.neuron is not None and spikes is not None:
+            reg = _add(reg, regularization_of(self.neuron, seq(spikes)))
+        return reg
 
 
-class Trace(NamedTuple):
-    """Every block's output sequence (the last is the network's output) and the final states."""
+class ResidualState(NamedTuple):
+    """The states of a residual block's inner blocks, in order."""
 
-    outputs: list[Tensor]
-    states: list[State | None]
+    blocks: tuple
+
+
+class Residual(nn.Module):
+    """out = x + blocks(x): inner blocks in order, the input added back (SEW-ResNet, SpikeGPT's streams).
+
+    The inner blocks must give back the input's shape.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def initial_state(self, like: Tensor) -> ResidualState:
+        return ResidualState(tuple(None for _ in self.blocks))
+
+    def _run(self, x: Tensor, state: ResidualState | None, step: bool) -> BlockTrace:
+        states = list(state.blocks) if state is not None else [None] * len(self.blocks)
+        h, reg = x, None
+        for i, block in enumerate(self.blocks):
+            inner = block.trace_step(h, states[i]) if step else block.trace(h, states[i])
+            h, states[i], reg = inner.output, inner.state, _add(reg, inner.regularization)
+        return BlockTrace(x, None, None, x + h, ResidualState(tuple(states)), reg)
+
+    def trace(self, x_seq: Tensor, state: ResidualState | None = None) -> BlockTrace:
+        return self._run(x_seq, state, step=False)
+
+    def trace_step(self, x_t: Tensor, state: ResidualState | None = None) -> BlockTrace:
+        return self._run(x_t, state, step=True)
+
+    def step(self, x_t: Tensor, state: ResidualState | None = None) -> tuple[Tensor, ResidualState]:
+        trace = self.trace_step(x_t, state)
+        return trace.output, trace.state
+
+    def forward(self, x_seq: Tensor, state: ResidualState | None = None) -> tuple[Tensor, ResidualState]:
+        trace = self.trace(x_seq, state)
+        return trace.output, trace.state
+
+
+class NetworkTrace(NamedTuple):
+    """Every block's trace, the network's output, the final states, and the sum of the regularisation terms."""
+
+    blocks: list[BlockTrace]
+    output: Tensor
+    states: list[Any]
+    regularization: Tensor | None
 
 
 class Network(nn.Module):
-    """Blocks in order plus a readout that turns the output sequence into class scores."""
+    """Blocks in order. ``forward`` runs a sequence, ``step`` one time step, ``trace`` and ``trace_step`` also
+    return every block's intermediates and the modules' regularisation terms. States are lists with one entry
+    per block (None: at rest)."""
 
-    def __init__(self, blocks: Sequence[Block], readout: Readout) -> None:
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        self.readout = readout
 
-    def trace(self, x_seq: Tensor, states: Sequence[State | None] | None = None) -> Trace:
-        """Run the sequence and keep each block's output, for activity statistics and local rules."""
+    def initial_state(self, like: Tensor) -> list[Any]:
+        return [None] * len(self.blocks)
+
+    def _run(self, x: Tensor, states: Sequence[Any] | None, step: bool) -> NetworkTrace:
         states = list(states) if states is not None else [None] * len(self.blocks)
-        outputs = []
+        traces, reg = [], None
         for i, block in enumerate(self.blocks):
-            x_seq, states[i] = block(x_seq, states[i])
-            outputs.append(x_seq)
-        return Trace(outputs, states)
+            trace = block.trace_step(x, states[i]) if step else block.trace(x, states[i])
+            x, states[i], reg = trace.output, trace.state, _add(reg, trace.regularization)
+            traces.append(trace)
+        return NetworkTrace(traces, x, states, reg)
 
-    def forward(self, x_seq: Tensor, states: Sequence[State | None] | None = None) -> tuple[Tensor, list[State | None]]:
-        """The output sequence ``[T, B, C]`` and the final states."""
-        outputs, states = self.trace(x_seq, states)
-        return outputs[-1], states
+    def trace(self, x_seq: Tensor, states: Sequence[Any] | None = None) -> NetworkTrace:
+        """The sequence ``[T, B, ...]`` through every block, keeping each block's intermediates."""
+        return self._run(x_seq, states, step=False)
 
-    def step(self, x_t: Tensor, states: Sequence[State | None] | None = None) -> tuple[Tensor, list[State | None]]:
+    def trace_step(self, x_t: Tensor, states: Sequence[Any] | None = None) -> NetworkTrace:
+        """One time step ``[B, ...]`` through every block, keeping each block's intermediates."""
+        return self._run(x_t, states, step=True)
+
+    def forward(self, x_seq: Tensor, states: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
+        """The output sequence and the final states."""
+        trace = self.trace(x_seq, states)
+        return trace.output, trace.states
+
+    def step(self, x_t: Tensor, states: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
         """One time step through all blocks; ``states=None`` starts from rest."""
-        states = list(states) if states is not None else [None] * len(self.blocks)
-        for i, block in enumerate(self.blocks):
-            x_t, states[i] = block.step(x_t, states[i])
-        return x_t, states
+        trace = self.trace_step(x_t, states)
+        return trace.output, trace.states

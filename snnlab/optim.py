@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fnmatch
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from .errors import ConfigError
+
+
+class ParamGroup(BaseModel):
+    """Parameters whose name matches the glob ``params`` (``network.blocks.*.norm.*``, ``rule.*``), trained with
+    their own ``lr`` and ``weight_decay`` (unset: the optimizer's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    params: str = Field(min_length=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+
 
 class OptimizerConfig(BaseModel):
-    """``{name: adam, lr: 1e-3}``; ``momentum`` and ``nesterov`` apply to SGD only."""
+    """``{name: adam, lr: 1e-3}``; ``momentum`` and ``nesterov`` apply to SGD only. ``groups`` give parameters
+    chosen by name their own settings; a parameter goes to the first group that matches it, else the default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["adam", "adamw", "sgd"] = "adam"
@@ -19,6 +33,7 @@ class OptimizerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
+    groups: list[ParamGroup] = []
 
 
 class SchedulerConfig(BaseModel):
@@ -31,9 +46,31 @@ class SchedulerConfig(BaseModel):
     gamma: float = Field(0.1, gt=0)
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The optimizer ``cfg`` names, over ``params``."""
-    params = list(params)
+def param_groups(named: Sequence[tuple[str, nn.Parameter]], cfg: OptimizerConfig) -> list[dict]:
+    """``named`` parameters split into the groups of ``cfg`` (the default group first); a group that matches
+    no parameter is an error naming it and the names there are."""
+    groups: list[dict] = [{"params": []}] + [{"params": []} for _ in cfg.groups]
+    for name, p in named:
+        index = next((i for i, g in enumerate(cfg.groups) if fnmatch.fnmatchcase(name, g.params)), None)
+        groups[0 if index is None else index + 1]["params"].append(p)
+    for i, g in enumerate(cfg.groups):
+        if not groups[i + 1]["params"]:
+            names = ", ".join(n for n, _ in named[:4])
+            raise ConfigError(
+                [
+                    (
+                        f"train.optimizer.groups[{i}].params",
+                        f"{g.params!r} matches no parameter (their names look like {names}, ...)",
+                    )
+                ]
+            )
+        groups[i + 1].update({k: v for k, v in (("lr", g.lr), ("weight_decay", g.weight_decay)) if v is not None})
+    return [g for g in groups if g["params"]] or [{"params": []}]
+
+
+def build_optimizer(named: Sequence[tuple[str, nn.Parameter]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, over the named parameters, in the groups ``cfg.groups`` chooses."""
+    params = param_groups(named, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov

@@ -15,19 +15,20 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from .network import Network  # noqa: E402
-from .neurons import MembraneState  # noqa: E402
+from .stateful import find_field  # noqa: E402
 from .stats import ActivityMonitor  # noqa: E402
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and train/test accuracy per epoch."""
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path, metric: str) -> None:
+    """Training loss, and ``metric`` on the training and test data, per epoch."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    ax_acc.plot(epochs, [r["train_accuracy"] for r in rows], marker="o", label="train")
-    ax_acc.plot(epochs, [r["test_accuracy"] for r in rows], marker="o", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for split in ("train", "test"):
+        if f"{split}_{metric}" in rows[0]:
+            ax_acc.plot(epochs, [r[f"{split}_{metric}"] for r in rows], marker="o", label=split)
+    ax_acc.set(xlabel="epoch", ylabel=metric, title=metric.replace("_", " ").capitalize())
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -64,8 +65,9 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
     for x_t in x_seq:
         _, states = network.step(x_t, states)
         for i, state in enumerate(states):
-            if isinstance(state, MembraneState):
-                traces.setdefault(i, []).append(state.v[0].flatten().cpu())
+            v = find_field(state, "v")
+            if v is not None:
+                traces.setdefault(i, []).append(v[0].flatten().cpu())
     if not traces:
         return
     shown = sorted(traces)[:1] + sorted(traces)[-1:] if len(traces) > 1 else sorted(traces)
@@ -75,8 +77,9 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
         picks = v.abs().amax(0).argsort(descending=True)[:neurons]
         for k in picks.tolist():
             ax.plot(range(len(v)), v[:, k].numpy(), marker=".", label=f"neuron {k}")
-        threshold = getattr(network.blocks[i].neuron, "threshold", None)
-        if threshold is not None and network.blocks[i].neuron.spiking:
+        neuron = getattr(network.blocks[i], "neuron", None)
+        threshold = getattr(neuron, "threshold", None)
+        if threshold is not None and neuron.spiking and torch.as_tensor(threshold).numel() == 1:
             ax.axhline(float(threshold), color="gray", linestyle="--", linewidth=1, label="threshold")
         ax.set(ylabel=f"block {i}\nmembrane v")
         ax.legend(fontsize=7, ncol=2)

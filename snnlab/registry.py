@@ -16,6 +16,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, crea
 
 T = TypeVar("T")
 
+_version = 0
+
+
+def version() -> int:
+    """A number that changes whenever any registry gains an entry (the experiment schema is rebuilt then)."""
+    return _version
+
 
 class Registry(Generic[T]):
     """Names to builders, plus the pydantic schema of each builder's options.
@@ -47,14 +54,21 @@ class Registry(Generic[T]):
         names constructor parameters that are not options (sizes inferred at
         build time).
         """
+        global _version
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         if config is None:
             config = model_from_signature(builder, self.key, name, exclude, self.base)
         self._entries[name] = (builder, config)
+        _version += 1
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
+
+    def in_order(self) -> list[str]:
+        """The registered names in the order they were registered."""
+        return list(self._entries)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
@@ -65,17 +79,22 @@ class Registry(Generic[T]):
     def config(self, name: str) -> type[BaseModel]:
         return self._entries[name][1]
 
-    def schema(self) -> Any:
+    def schema(self, default: str | None = None) -> Any:
         """A pydantic type that accepts any registered entry's options, chosen by ``key``.
 
-        A bare string is accepted as shorthand for ``{key: string}``.
+        A bare string is accepted as shorthand for ``{key: string}``; with ``default``, a mapping without
+        ``key`` selects that entry.
         """
         configs = tuple(c for _, c in self._entries.values())
         union = configs[0] if len(configs) == 1 else Union[configs]  # type: ignore[valid-type]
         key = self.key
 
         def from_string(value: Any) -> Any:
-            return {key: value} if isinstance(value, str) else value
+            if isinstance(value, str):
+                return {key: value}
+            if default is not None and isinstance(value, dict) and key not in value:
+                return {key: default, **value}
+            return value
 
         return typing.Annotated[union, Discriminator(key), BeforeValidator(from_string)]
 

@@ -21,7 +21,8 @@ from .config import ExperimentConfig
 from .errors import SnnlabError
 from .storage import save_weights, write_json, write_text
 
-METRIC_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds"]
+FIRST_COLUMNS = ["epoch", "loss"]
+LAST_COLUMNS = ["firing_rate", "seconds"]
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 
@@ -81,17 +82,25 @@ class RunFolder:
         write_text(self.path / CONFIG, f"# resolved from {source}\n{body}")
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        """All epochs' metrics so far, rewriting the file whole (so a resumed run never repeats a row)."""
+        """All epochs' metrics so far, rewriting the file whole (so a resumed run never repeats a row): ``epoch``,
+        ``loss``, the rule's other metrics as ``train_<name>``, the objective's as ``test_<name>``, ``firing_rate``,
+        ``seconds``."""
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        middle = [k for k in keys if k not in FIRST_COLUMNS + LAST_COLUMNS]
+        middle = [k for k in middle if k.startswith("train_")] + [k for k in middle if not k.startswith("train_")]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=FIRST_COLUMNS + middle + LAST_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         write_text(self.path / "metrics.csv", buffer.getvalue())
 
-    def save_weights(self, which: str, network: nn.Module, epoch: int, test_accuracy: float) -> None:
-        """``last`` or ``best`` weights, as safetensors with the epoch and accuracy in its metadata."""
-        metadata = {"epoch": str(epoch), "test_accuracy": repr(test_accuracy)}
-        save_weights(self.path / f"{which}.safetensors", network, metadata)
+    def save_weights(
+        self, which: str, network: nn.Module, rule: nn.Module, epoch: int, metrics: dict[str, float]
+    ) -> None:
+        """``last`` or ``best``: the network's and the rule's tensors (``network.*``, ``rule.*``) as safetensors,
+        with the epoch and the evaluation metrics in its metadata."""
+        metadata = {"epoch": str(epoch), **{k: repr(v) for k, v in metrics.items()}}
+        save_weights(self.path / f"{which}.safetensors", {"network": network, "rule": rule}, metadata)
 
     @property
     def checkpoint(self) -> Path:

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import __version__, checkpoint
-from .builder import build_network
+from . import __version__, checkpoint, lifecycle
+from .builder import build_network, output_shape
 from .checkpoint import Progress
 from .config import ExperimentConfig
 from .datasets import DATASETS, DatasetSplits
-from .distributed import Context, broadcast, gather, setup, sum_across, teardown, wrap
-from .errors import Interrupted, SnnlabError
+from .distributed import Context, average_buffers, broadcast, broadcast_module, gather, setup, sum_across, teardown
+from .errors import ConfigError, Interrupted, SnnlabError
 from .health import NonFiniteError, locate_non_finite
 from .network import Network
-from .plots import plot_activity, plot_curves
+from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
 from .run_folder import RunFolder
 from .sampling import EpochSampler, SeededSamples
@@ -49,12 +50,41 @@ def time_major(x: Tensor) -> Tensor:
     return x.transpose(0, 1)
 
 
-def build_experiment(cfg: ExperimentConfig) -> tuple[DatasetSplits, Network]:
-    """The data and the network of ``cfg``, with the rule's check that it can train that network."""
+def to_device(x: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A collated batch on ``device``, time-major: inputs always, targets when they have a time axis."""
+    y = time_major(y) if y.dim() >= 2 else y
+    return time_major(x).to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class Experiment(NamedTuple):
+    """What a config builds before training: the data, the network, the objective, and what the builder
+    changed on the objective's behalf (shown by ``snnlab check``)."""
+
+    splits: DatasetSplits
+    network: Network
+    objective: Objective
+    notes: list[str]
+
+
+def build_experiment(cfg: ExperimentConfig) -> Experiment:
+    """The data, network and objective of ``cfg``, checked against each other and against the rule."""
     splits = DATASETS.build(cfg.data)
-    network = build_network(cfg.network, splits.input_shape, splits.num_classes)
-    RULES.builder(cfg.rule.name).supports(cfg.rule, network)
-    return splits, network
+    objective = OBJECTIVES.build(cfg.objective)
+    notes: list[str] = []
+    network = build_network(cfg.network, splits.input_shape, objective.membrane_output, notes)
+    rule = RULES.builder(cfg.rule.name)
+    if rule.needs_output_layer:
+        try:
+            objective.check(output_shape(network, splits.input_shape), splits.num_classes)
+        except ValueError as exc:
+            raise ConfigError([(f"network.blocks[{len(cfg.network.blocks) - 1}]", str(exc))]) from None
+    rule.supports(cfg.rule, network)
+    return Experiment(splits, network, objective, notes)
+
+
+def build_rule(cfg: ExperimentConfig, network: Network, objective: Objective) -> Rule:
+    """The rule of ``cfg`` for ``network`` and ``objective``."""
+    return RULES.builder(cfg.rule.name)(cfg.rule, network, objective, cfg.train)
 
 
 def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> tuple[DataLoader, DataLoader]:
@@ -90,21 +120,38 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> 
 
 
 @torch.no_grad()
-def evaluate(network: Network, rule: Rule, loader: DataLoader, ctx: Context) -> tuple[float, dict[str, Any]]:
-    """Accuracy over ``loader`` (all processes' shares together) and the activity statistics of the same passes."""
+def evaluate(network: Network, rule: Rule, loader: DataLoader, ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    """The objective's metrics over ``loader`` (all processes' shares together, each a mean over samples) and
+    the activity statistics of the same passes."""
     network.eval()
-    correct = total = 0
+    sums: dict[str, float] = {}
+    total = 0
     with ActivityMonitor(network) as monitor:
         for x, y in loader:
-            x, y = time_major(x).to(ctx.device), y.to(ctx.device)
-            scores = rule.predict(network, x)
-            correct += int((scores.argmax(1) == y).sum())
-            total += len(y)
-            monitor.count(len(y))
+            x, y = to_device(x, y, ctx.device)
+            n = x.shape[1]
+            for key, value in rule.objective.metrics(rule.predict(network, x), y).items():
+                sums[key] = sums.get(key, 0.0) + value * n
+            total += n
+            monitor.count(n)
+    keys = sorted(sums)
     if ctx.world > 1:
-        correct, total = sum_across([correct, total], ctx)
+        *values, total = sum_across([sums[k] for k in keys] + [total], ctx)
+        sums = dict(zip(keys, values))
         monitor.combine(lambda values: sum_across(values, ctx))
-    return correct / max(total, 1), monitor.summary()
+    return {k: sums[k] / max(total, 1) for k in keys}, monitor.summary()
+
+
+class TrainingBatches:
+    """This process's training batches of one epoch, time-major on its device, for ``Rule.end_epoch``."""
+
+    def __init__(self, loader: DataLoader, epoch: int, device: torch.device) -> None:
+        self.loader, self.epoch, self.device = loader, epoch, device
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self.loader.sampler.set_epoch(self.epoch)
+        for x, y in self.loader:
+            yield to_device(x, y, self.device)
 
 
 def _what_training_depends_on(config: dict[str, Any]) -> dict[str, Any]:
@@ -119,26 +166,31 @@ class Training:
     def __init__(self, cfg: ExperimentConfig, source: str, ctx: Context, resume: Path | None) -> None:
         self.cfg, self.source, self.ctx = cfg, source, ctx
         seed_everything(cfg.seed)
-        self.splits, self.network = build_experiment(cfg)
+        self.splits, self.network, objective, _ = build_experiment(cfg)
         self.network.to(ctx.device)
-        self.rule = RULES.builder(cfg.rule.name)(cfg.rule, self.network, cfg.train).to(ctx.device)
+        self.rule = build_rule(cfg, self.network, objective).to(ctx.device)
         if ctx.world > 1 and not self.rule.distributable:
             raise SnnlabError(
                 f"rule {cfg.rule.name!r} cannot train on several processes (its updates are local, not "
-                f"gradients that DDP could average); run it on one process, without --nproc"
+                f"gradients that can be averaged); run it on one process, without --nproc"
             )
         self.folder = self._folder(resume)
         self.started = time.perf_counter()
         self.progress = Progress()
         self.saved_at = "none was written yet"
-        if resume is not None and self.folder.checkpoint.exists():
+        fresh = not (resume is not None and self.folder.checkpoint.exists())
+        if not fresh:
             self._restore()
         elif ctx.world > 1:
             seed_everything(cfg.seed + ctx.rank)  # independent dropout on each process; data draws are per sample
-        self.model = wrap(self.network, ctx)
         self.train_loader, self.test_loader = data_loaders(cfg, self.splits, ctx)
         self.train_loader.sampler.set_epoch(1)
         self.steps_per_epoch = len(self.train_loader)
+        if fresh and lifecycle.has_initializers(self.network):
+            x, y = to_device(*next(iter(self.train_loader)), ctx.device)
+            lifecycle.initialize(self.network, x)
+        if fresh:
+            broadcast_module(self.network, ctx)
 
     def _folder(self, resume: Path | None) -> RunFolder:
         if resume is not None:
@@ -149,7 +201,9 @@ class Training:
         path = None
         if self.ctx.main:
             folder = RunFolder.create(self.cfg)
-            weights = checkpoint.tensor_bytes(self.network.state_dict())
+            weights = checkpoint.tensor_bytes(self.network.state_dict()) + checkpoint.tensor_bytes(
+                self.rule.state_dict()
+            )
             folder.check_space(8 * weights + 2**20)  # checkpoint with optimizer state, last, best, one temporary
             folder.write_config(self.cfg, self.source)
             path = folder.path
@@ -202,49 +256,50 @@ class Training:
         self.train_loader.sampler.set_epoch(epoch, p.step * self.cfg.data.batch_size)
         self.network.train()
         for step, (x, y) in enumerate(self.train_loader, start=p.step):
-            x, y = time_major(x).to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
+            x, y = to_device(x, y, self.ctx.device)
             try:
-                metrics = self.rule.train_step(self.model, (x, y))
+                metrics = self.rule.train_step(self.network, (x, y))
             except NonFiniteError as exc:
                 raise self.non_finite(exc.what, epoch, step, x) from None
             if not math.isfinite(metrics["loss"]):
                 raise self.non_finite(f"the loss became {metrics['loss']}", epoch, step, x)
-            loss, correct, seen = sum_across([metrics["loss"] * len(y), metrics["accuracy"] * len(y), len(y)], self.ctx)
-            p.loss_sum, p.accuracy_sum, p.seen, p.step = (
-                p.loss_sum + loss,
-                p.accuracy_sum + correct,
-                p.seen + seen,
-                step + 1,
-            )
+            n, keys = x.shape[1], list(metrics)
+            *sums, seen = sum_across([metrics[k] * n for k in keys] + [n], self.ctx)
+            p.sums = {k: p.sums.get(k, 0.0) + v for k, v in zip(keys, sums)}
+            p.seen, p.step = p.seen + int(seen), step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{p.loss_sum / p.seen:.4f}", acc=f"{p.accuracy_sum / p.seen:.3f}")
+            bar.set_postfix({k if k == "loss" else k[:3]: f"{v / p.seen:.4f}" for k, v in p.sums.items()})
             if every is not None and p.step % every == 0 and p.step < self.steps_per_epoch:
                 self.save_checkpoint()
 
     def end_epoch(self, epoch: int, seconds: float) -> dict[str, Any]:
         """Evaluate, record the epoch's metrics, write weights and then the checkpoint that makes the epoch count."""
         p = self.progress
-        self.rule.end_epoch()
-        test_accuracy, activity = evaluate(self.network, self.rule, self.test_loader, self.ctx)
+        self.rule.end_epoch(self.network, TrainingBatches(self.train_loader, epoch, self.ctx.device))
+        lifecycle.end_epoch(self.network, epoch, self.cfg.train.epochs)
+        average_buffers(self.network, self.ctx)
+        test, activity = evaluate(self.network, self.rule, self.test_loader, self.ctx)
+        train = {k if k == "loss" else f"train_{k}": v / max(p.seen, 1) for k, v in p.sums.items()}
         row = {
             "epoch": epoch,
-            "loss": p.loss_sum / max(p.seen, 1),
-            "train_accuracy": p.accuracy_sum / max(p.seen, 1),
-            "test_accuracy": test_accuracy,
+            **train,
+            **{f"test_{k}": v for k, v in test.items()},
             "firing_rate": activity["firing_rate"],
             "seconds": round(seconds, 3),
         }
-        improved = test_accuracy > p.best_accuracy
+        key, mode = self.rule.objective.best
+        value = test[key]
+        improved = p.best_value is None or (value > p.best_value if mode == "max" else value < p.best_value)
         p.rows.append(row)
         p.activity = activity
         if improved:
-            p.best_accuracy, p.best_epoch = test_accuracy, epoch
-        p.epoch, p.step, p.loss_sum, p.accuracy_sum, p.seen = epoch + 1, 0, 0.0, 0.0, 0
+            p.best_value, p.best_epoch = value, epoch
+        p.epoch, p.step, p.sums, p.seen = epoch + 1, 0, {}, 0
         if self.ctx.main:
             self.folder.write_metrics(p.rows)
-            self.folder.save_weights("last", self.network, epoch, test_accuracy)
+            self.folder.save_weights("last", self.network, self.rule, epoch, test)
             if improved:
-                self.folder.save_weights("best", self.network, epoch, test_accuracy)
+                self.folder.save_weights("best", self.network, self.rule, epoch, test)
         self.save_checkpoint()
         return row
 
@@ -264,9 +319,7 @@ class Training:
             bar.set_description(f"epoch {epoch}/{epochs}")
             self.train_epoch(epoch, bar)
             row = self.end_epoch(epoch, time.perf_counter() - epoch_start)
-            bar.set_postfix(
-                loss=f"{row['loss']:.4f}", acc=f"{row['train_accuracy']:.3f}", test=f"{row['test_accuracy']:.3f}"
-            )
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "firing_rate")})
         bar.close()
         summary = self.summary(time.perf_counter() - self.started)
         if self.ctx.main:
@@ -275,11 +328,13 @@ class Training:
 
     def summary(self, seconds: float) -> dict[str, Any]:
         p = self.progress
+        key = self.rule.objective.best[0]
         return {
             "experiment": self.cfg.name,
             "config": self.source,
-            "test_accuracy": p.rows[-1]["test_accuracy"],
-            "best_test_accuracy": p.best_accuracy,
+            **{k: v for k, v in p.rows[-1].items() if k.startswith("test_")},
+            "best_metric": key,
+            f"best_test_{key}": p.best_value,
             "best_epoch": p.best_epoch,
             "epochs": self.cfg.train.epochs,
             **p.activity,
@@ -294,7 +349,9 @@ class Training:
     def finish(self, summary: dict[str, Any]) -> None:
         """Plots and ``summary.json``; rank 0 only."""
         if self.cfg.output.plots:
-            plot_curves(self.progress.rows, self.folder.path / "curves.png")
+            from .plots import plot_activity, plot_curves
+
+            plot_curves(self.progress.rows, self.folder.path / "curves.png", self.rule.objective.best[0])
             x, _ = self.splits.test[0]
             path = self.folder.path
             plot_activity(self.network, x.unsqueeze(1).to(self.ctx.device), path / "raster.png", path / "membrane.png")

@@ -39,6 +39,10 @@ class BlockActivity:
 class ActivityMonitor:
     """Context manager that counts each block's spikes and the synaptic operations its input triggers.
 
+    It finds the neurons by the contract (every module of the network with a ``spiking`` flag and a ``step``,
+    wherever it sits: in a block, a residual block, a composite layer) and counts their outputs whether they
+    run a sequence (``forward``) or one step at a time (``step``: recurrent blocks, rules that step by hand);
+    synapses are the modules that can count ``synaptic_ops``. Figures are summed per top-level block.
     With ``keep=True`` the neuron outputs are also kept (for rasters of one sample).
     Synaptic operations of a block whose input is not binary are multiply-accumulates
     (the first layer under direct encoding), and are reported apart from spike-driven accumulates.
@@ -50,32 +54,71 @@ class ActivityMonitor:
         self.samples = 0
         self.blocks = [BlockActivity(i) for i in range(len(network.blocks))]
         self._handles: list[Any] = []
+        self._patched: list[Any] = []
+        self._in_forward: set[int] = set()
+        self._steps: dict[int, list[Tensor]] = {}
+
+    def _parts(self) -> list[tuple[Any, BlockActivity]]:
+        parts = []
+        for name, module in self.network.named_modules():
+            head = name.split(".")
+            if len(head) > 2 and head[0] == "blocks":
+                parts.append((module, self.blocks[int(head[1])]))
+        return parts
 
     def __enter__(self) -> ActivityMonitor:
-        for block, activity in zip(self.network.blocks, self.blocks):
-            if block.neuron is not None:
-                activity.spiking = block.neuron.spiking
-                self._handles.append(block.neuron.register_forward_hook(self._neuron_hook(activity)))
-            if hasattr(block.synapse, "synaptic_ops"):
+        for module, activity in self._parts():
+            if isinstance(getattr(module, "spiking", None), bool) and callable(getattr(module, "step", None)):
+                activity.spiking = activity.spiking or module.spiking
+                self._handles.append(module.register_forward_pre_hook(self._entered))
+                self._handles.append(module.register_forward_hook(self._neuron_hook(activity)))
+                self._patch_step(module, activity)
+            if callable(getattr(module, "synaptic_ops", None)):
                 activity.has_synapse = True
-                self._handles.append(block.synapse.register_forward_hook(self._synapse_hook(activity)))
+                self._handles.append(module.register_forward_hook(self._synapse_hook(activity)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for handle in self._handles:
             handle.remove()
+        for module in self._patched:
+            del module.step  # the class's step again
         self._handles.clear()
+        self._patched.clear()
+        for key, steps in self._steps.items():
+            self.blocks[key].records.append(torch.stack(steps))
+        self._steps.clear()
+
+    def _entered(self, module: Any, inputs: Any) -> None:
+        self._in_forward.add(id(module))
+
+    def _record(self, activity: BlockActivity, out: Tensor, per_step: bool) -> None:
+        activity.neurons = out[0].numel() if per_step else out[0, 0].numel()
+        activity.spikes += float(out.sum())
+        activity.neuron_steps += out.numel()
+        if self.keep and per_step:
+            self._steps.setdefault(activity.index, []).append(out.cpu())
+        elif self.keep:
+            activity.records.append(out.cpu())
 
     def _neuron_hook(self, activity: BlockActivity) -> Any:
         def hook(module: Any, inputs: Any, output: tuple[Tensor, Any]) -> None:
-            out = output[0].detach()  # [T, B, ...]
-            activity.neurons = out[0, 0].numel()
-            activity.spikes += float(out.sum())
-            activity.neuron_steps += out.numel()
-            if self.keep:
-                activity.records.append(out.cpu())
+            self._in_forward.discard(id(module))
+            self._record(activity, output[0].detach(), per_step=False)
 
         return hook
+
+    def _patch_step(self, module: Any, activity: BlockActivity) -> None:
+        step = module.step
+
+        def counted(x_t: Tensor, state: Any) -> Any:
+            out, state = step(x_t, state)
+            if id(module) not in self._in_forward:  # a forward that loops step is counted once, by its hook
+                self._record(activity, out.detach(), per_step=True)
+            return out, state
+
+        module.step = counted
+        self._patched.append(module)
 
     def _synapse_hook(self, activity: BlockActivity) -> Any:
         def hook(module: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:

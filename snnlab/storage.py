@@ -52,9 +52,14 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def save_weights(path: Path, module: nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """The module's tensors (parameters and buffers) as safetensors, written atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def save_weights(path: Path, modules: Mapping[str, nn.Module], metadata: dict[str, str] | None = None) -> None:
+    """The tensors (parameters and buffers) of each module as safetensors named ``<prefix>.<tensor>``, written
+    atomically: ``{"network": net, "rule": rule}`` gives ``network.blocks.0...`` and ``rule.objective...``."""
+    tensors = {
+        f"{prefix}.{k}": v.detach().contiguous().cpu()
+        for prefix, m in modules.items()
+        for k, v in m.state_dict().items()
+    }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -73,14 +78,17 @@ def check_tensors(found: Mapping[str, Tensor], expected: Mapping[str, Tensor], w
         raise SnnlabError(f"{where}: checkpoint has tensor {extra[0]!r} that the network does not")
 
 
-def load_weights(path: Path, module: nn.Module) -> None:
-    """Load safetensors into ``module``, naming the first tensor that is missing, extra or of another shape."""
+def load_weights(path: Path, modules: Mapping[str, nn.Module]) -> None:
+    """Load safetensors written by ``save_weights`` into the same modules, naming the first tensor that is
+    missing, extra or of another shape."""
     try:
         tensors = load_file(str(path))
     except FileNotFoundError:
         raise SnnlabError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise SnnlabError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    check_tensors(tensors, module.state_dict(), str(path))
+    expected = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
+    check_tensors(tensors, expected, str(path))
     with torch.no_grad():
-        module.load_state_dict(tensors)
+        for prefix, module in modules.items():
+            module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{prefix}.")})

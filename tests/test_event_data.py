@@ -377,7 +377,7 @@ import torch
 
 cfg, _ = load_experiment("quickstart", ["data=nmnist", "data.root={root}", "data.batch_size=1", "data.cache=false",
                                         "network.blocks.0={{flatten: true}}", "network.blocks.1.linear=10"])
-splits, _ = build_experiment(cfg)
+splits = build_experiment(cfg).splits
 train, _ = data_loaders(cfg, splits, Context(torch.device("cpu")))
 train.sampler.set_epoch(1)
 assert train.num_workers == 2 and train.persistent_workers

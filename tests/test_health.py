@@ -13,13 +13,14 @@ from snnlab.config import validate
 from snnlab.datasets.encoders import EncodedDataset
 from snnlab.errors import SnnlabError
 from snnlab.health import NonFiniteError, locate_non_finite
+from snnlab.objectives import Classification
 from snnlab.rules import BPTT
 from snnlab.runner import run
 
 
 def network(raw: dict):
     torch.manual_seed(0)
-    return build_network(validate(raw).network, (64,), 10)
+    return build_network(validate(raw).network, (64,), membrane_output=True)
 
 
 def test_locates_the_block_and_time_step(quick_raw: dict) -> None:
@@ -46,7 +47,7 @@ def test_gradient_rule_refuses_to_step_on_non_finite_values(quick_raw: dict) -> 
     """The loss, the gradient norm and the final states are checked before the optimizer step."""
     cfg = validate(quick_raw)
     net = network(quick_raw)
-    rule = BPTT(cfg.rule, net, cfg.train)
+    rule = BPTT(cfg.rule, net, Classification(), cfg.train)
     before = [p.clone() for p in net.parameters()]
     x = torch.rand(6, 4, 64)
     x[2, 0, 0] = float("nan")

@@ -90,7 +90,7 @@ def test_backend_per_network_and_per_block(quick_raw: dict) -> None:
     """``network.neuron.backend`` reaches every LIF block; a block's ``neuron: {backend: ...}`` overrides it there."""
     quick_raw["network"]["blocks"].insert(0, {"linear": 32})
     raw = network_raw(quick_raw, {"backend": "torch"}, {"backend": "numba"})
-    net = build_network(validate(raw).network, (64,), 10)
+    net = build_network(validate(raw).network, (64,), membrane_output=True)
     assert [getattr(b.neuron, "backend", None) for b in net.blocks] == ["numba", "torch", None]  # output: LI
 
 

@@ -7,9 +7,9 @@ import torch
 
 from snnlab.builder import build_network
 from snnlab.config import validate
-from snnlab.network import Block, Network
+from snnlab.network import Block, BlockState, Network
 from snnlab.neurons import LI, LIF, NonSpiking
-from snnlab.readouts import MaxMembrane, MeanMembrane, SpikeCount
+from snnlab.objectives import OBJECTIVES, MaxMembrane, MeanMembrane, SpikeCount
 from snnlab.stats import ActivityMonitor
 from snnlab.synapses import Conv2d, Linear
 
@@ -23,13 +23,14 @@ CONV_NET = {
             {"linear": 16, "dropout": 0.1},
             {"linear": 10},
         ],
-        "readout": "mean_membrane",
-    }
+    },
+    "objective": {"readout": "mean_membrane"},
 }
 
 
 def build(raw: dict, shape: tuple[int, ...]) -> Network:
-    return build_network(validate(raw).network, shape, 10)
+    cfg = validate(raw)
+    return build_network(cfg.network, shape, OBJECTIVES.build(cfg.objective).membrane_output)
 
 
 def step_through(net: Network, x_seq: torch.Tensor) -> torch.Tensor:
@@ -47,11 +48,11 @@ def test_conv_network_shapes_and_output_form() -> None:
     assert isinstance(net.blocks[0].neuron, LIF)
     out, states = net(torch.rand(5, 3, 1, 8, 8))
     assert out.shape == (5, 3, 10)
-    assert states[2] is None  # flatten carries no state
+    assert states[2] == BlockState()  # flatten carries no state
 
 
 def test_spike_count_readout_keeps_spiking_output() -> None:
-    raw = {"network": {"blocks": [{"linear": 20}, {"linear": 10}], "readout": "spike_count"}}
+    raw = {"network": {"blocks": [{"linear": 20}, {"linear": 10}]}, "objective": {"readout": "spike_count"}}
     net = build(raw, (64,))
     assert isinstance(net.blocks[-1].neuron, LIF)
 
@@ -74,7 +75,7 @@ def test_step_equals_forward(shape: tuple[int, ...]) -> None:
 def test_forward_continues_from_given_states() -> None:
     """Two halves with the state passed along equal one whole sequence."""
     torch.manual_seed(1)
-    net = Network([Block(Linear(5, 7), neuron=LIF()), Block(Linear(7, 3), neuron=LI())], MeanMembrane())
+    net = Network([Block(Linear(5, 7), neuron=LIF()), Block(Linear(7, 3), neuron=LI())])
     x = torch.rand(10, 2, 5) * 3
     whole, _ = net(x)
     first, states = net(x[:4])
@@ -110,7 +111,7 @@ def test_conv_synaptic_ops_match_brute_force(stride: int, padding: int, groups: 
 def test_activity_monitor_counts_spikes_and_ops() -> None:
     """Firing rates come from the neurons' outputs; the first layer's analog input counts as MACs."""
     hidden = LIF(tau=1e9, decay_input=False, threshold=0.5)
-    net = Network([Block(Linear(4, 5), neuron=hidden), Block(Linear(5, 2), neuron=LI())], MeanMembrane())
+    net = Network([Block(Linear(4, 5), neuron=hidden), Block(Linear(5, 2), neuron=LI())])
     with torch.no_grad():
         net.blocks[0].synapse.weight.fill_(1.0)
         net.blocks[0].synapse.bias.zero_()
@@ -134,4 +135,4 @@ def test_nonspiking_network_is_an_mlp() -> None:
     assert isinstance(net.blocks[1].neuron, NonSpiking) and net.blocks[1].neuron.activation == "identity"
     x = torch.rand(1, 3, 5)
     l1, l2 = net.blocks[0].synapse, net.blocks[1].synapse
-    torch.testing.assert_close(net.readout(net(x)[0]), l2(torch.relu(l1(x[0]))))
+    torch.testing.assert_close(MeanMembrane()(net(x)[0]), l2(torch.relu(l1(x[0]))))

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from snnlab import checkpoint
 from snnlab.config import resolve_experiment, validate
 from snnlab.errors import Interrupted, SnnlabError
+from snnlab.objectives import Classification
 from snnlab.rules import BPTT
 from snnlab.runner import run
 
@@ -92,8 +93,8 @@ def test_rule_state_is_checkpointed_by_declaring_it(quick_raw: dict) -> None:
 
     def rule_with_trace() -> tuple[torch.nn.Module, BPTT]:
         torch.manual_seed(0)
-        network = build_network(cfg.network, (64,), 10)
-        rule = BPTT(cfg.rule, network, cfg.train)
+        network = build_network(cfg.network, (64,), membrane_output=True)
+        rule = BPTT(cfg.rule, network, Classification(), cfg.train)
         rule.register_buffer("trace", torch.zeros(5))
         return network, rule
 
@@ -111,11 +112,11 @@ def test_checkpoint_that_does_not_fit_names_the_tensor(reference: Path, quick_ra
     from snnlab.builder import build_network
 
     cfg = validate(quick_raw)
-    network = build_network(cfg.network, (64,), 10)
+    network = build_network(cfg.network, (64,), membrane_output=True)
     with pytest.raises(
         SnnlabError, match=r"tensor 'blocks.0.synapse.weight' has shape \[64, 64\] in the checkpoint but \[32, 64\]"
     ):
-        checkpoint.restore(state, Path("x.pt"), network, BPTT(cfg.rule, network, cfg.train))
+        checkpoint.restore(state, Path("x.pt"), network, BPTT(cfg.rule, network, Classification(), cfg.train))
 
 
 class _Exploit:

@@ -15,6 +15,7 @@ from snnlab.builder import build_network
 from snnlab.cli import app
 from snnlab.config import read_yaml, validate
 from snnlab.errors import SnnlabError
+from snnlab.objectives import Classification
 from snnlab.rules import BPTT
 from snnlab.runner import run
 from snnlab.storage import load_weights
@@ -62,8 +63,11 @@ def test_run_folder_contents(quick_raw: dict) -> None:
     assert summary["wall_time_seconds"] > 0
     for png in ("curves.png", "raster.png", "membrane.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
-    network = build_network(validate(quick_raw).network, (64,), 10)
-    load_weights(folder / "best.safetensors", network)
+    cfg = validate(quick_raw)
+    network = build_network(cfg.network, (64,), membrane_output=True)
+    load_weights(
+        folder / "best.safetensors", {"network": network, "rule": BPTT(cfg.rule, network, Classification(), cfg.train)}
+    )
 
 
 def test_same_seed_same_metrics(quick_raw: dict, tmp_path: Path) -> None:
@@ -137,8 +141,8 @@ def test_bptt_rule_contract() -> None:
     assert BPTT.distributable and BPTT.name == "bptt"
     raw = {"network": {"blocks": [{"linear": 16}, {"linear": 10}]}}
     cfg = validate(raw)
-    net = build_network(cfg.network, (64,), 10)
-    rule = BPTT(cfg.rule, net, cfg.train)
+    net = build_network(cfg.network, (64,), membrane_output=True)
+    rule = BPTT(cfg.rule, net, Classification(), cfg.train)
     before = net.blocks[0].synapse.weight.clone()
     metrics = rule.train_step(net, (torch.rand(4, 8, 64), torch.randint(0, 10, (8,))))
     assert set(metrics) == {"loss", "accuracy"}

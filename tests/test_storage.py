@@ -34,19 +34,19 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 def test_weights_round_trip(tmp_path: Path) -> None:
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
-    save_weights(tmp_path / "w.safetensors", a, {"epoch": "3"})
-    load_weights(tmp_path / "w.safetensors", b)
+    save_weights(tmp_path / "w.safetensors", {"network": a}, {"epoch": "3"})
+    load_weights(tmp_path / "w.safetensors", {"network": b})
     torch.testing.assert_close(a.weight, b.weight)
 
 
 def test_shape_mismatch_names_tensor_and_shapes(tmp_path: Path) -> None:
-    save_weights(tmp_path / "w.safetensors", nn.Linear(3, 2))
-    with pytest.raises(SnnlabError, match=r"'weight' has shape \[2, 3\] in the checkpoint but \[4, 3\]"):
-        load_weights(tmp_path / "w.safetensors", nn.Linear(3, 4))
+    save_weights(tmp_path / "w.safetensors", {"network": nn.Linear(3, 2)})
+    with pytest.raises(SnnlabError, match=r"'network.weight' has shape \[2, 3\] in the checkpoint but \[4, 3\]"):
+        load_weights(tmp_path / "w.safetensors", {"network": nn.Linear(3, 4)})
 
 
 def test_corrupt_checkpoint_names_file(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"\x00\x01garbage")
     with pytest.raises(SnnlabError, match="not a readable safetensors checkpoint"):
-        load_weights(path, nn.Linear(3, 2))
+        load_weights(path, {"network": nn.Linear(3, 2)})

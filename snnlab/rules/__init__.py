@@ -5,6 +5,6 @@ from .base import Batch, GradientRule, Rule
 from .bptt import BPTT
 
 RULES: Registry[Rule] = Registry("rule", key="name")
-RULES.register("bptt", BPTT, config=BPTT.Config)
+RULES.register(BPTT.name, BPTT, config=BPTT.Config)
 
 __all__ = ["RULES", "BPTT", "Batch", "GradientRule", "Rule"]

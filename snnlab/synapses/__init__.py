@@ -1,17 +1,36 @@
-"""Synapses (what turns input spikes into current) and the layers around them.
+"""Synapses (what turns input spikes into current) and the layers around them, each registered by its YAML name.
 
-``SYNAPSES`` maps the block keys used in YAML (``- linear: 128``) to builders
-``(in_shape, **options) -> module``; a synapse module also counts the synaptic
-operations its input triggers (``synaptic_ops``).
+* ``SYNAPSES``: the block keys ``linear``, ``conv``, ... (``- linear: 128``); builders ``(in_shape, **options)``.
+  A synapse module may count the synaptic operations its input triggers (``synaptic_ops``); a synapse that
+  follows the stateful contract (``snnlab.stateful``) receives the sequence with its time axis.
+* ``NORMS``: ``norm: batch | layer | l2``, applied to the current.
+* ``RECURRENT``: ``recurrent: dense | one_to_one``, from the neuron's previous output to its current.
+* ``POST``: the block keys ``pool``, ``dropout``, ``flatten``, after the neuron (in that order).
 """
 
 from ..registry import Registry
-from .auxiliary import PoolOptions, batch_norm, dropout, flatten, pool
 from .conv import Conv2d, conv
 from .linear import Linear, linear
+from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
+from .post import dropout, flatten, pool
+from .recurrent import dense, one_to_one
 
 SYNAPSES: Registry = Registry("synapse", key="kind")
 SYNAPSES.register("linear", linear, exclude=("in_shape",))
 SYNAPSES.register("conv", conv, exclude=("in_shape",))
 
-__all__ = ["SYNAPSES", "Conv2d", "Linear", "PoolOptions", "batch_norm", "conv", "dropout", "flatten", "linear", "pool"]
+NORMS: Registry = Registry("norm", key="name")
+NORMS.register("batch", batch_norm, exclude=("in_shape",))
+NORMS.register("layer", layer_norm, exclude=("in_shape",))
+NORMS.register("l2", l2_norm, exclude=("in_shape",))
+
+RECURRENT: Registry = Registry("recurrent connection", key="kind")
+RECURRENT.register("dense", dense, exclude=("in_shape",))
+RECURRENT.register("one_to_one", one_to_one, exclude=("in_shape",))
+
+POST: Registry = Registry("post layer", key="layer")
+POST.register("pool", pool, exclude=("in_shape",))
+POST.register("dropout", dropout, exclude=("in_shape",))
+POST.register("flatten", flatten, exclude=("in_shape",))
+
+__all__ = ["NORMS", "POST", "RECURRENT", "SYNAPSES", "Conv2d", "L2Normalize", "Linear", "conv", "linear"]
