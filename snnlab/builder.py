@@ -11,6 +11,7 @@ from .config import BlockConfig, NetworkConfig
 from .errors import ConfigError
 from .network import Block, Network, Residual
 from .neurons import NEURONS, Neuron
+from .stateful import is_stateful
 from .synapses import NORMS, POST, RECURRENT, SYNAPSES
 
 
@@ -112,8 +113,10 @@ def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes:
 def _shape_after(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
     was_training = module.training
     module.eval()
+    x = torch.zeros(1, *in_shape)
     try:
-        return tuple(module(torch.zeros(1, *in_shape)).shape[1:])
+        out = module.step(x, module.initial_state(x))[0] if is_stateful(module) else module(x)
+        return tuple(out.shape[1:])
     finally:
         module.train(was_training)
 

@@ -70,9 +70,10 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """The data, network and objective of ``cfg``, checked against each other and against the rule."""
     splits = DATASETS.build(cfg.data)
     objective = OBJECTIVES.build(cfg.objective)
-    notes: list[str] = []
-    network = build_network(cfg.network, splits.input_shape, objective.membrane_output, notes)
     rule = RULES.builder(cfg.rule.name)
+    notes: list[str] = []
+    membrane_output = objective.membrane_output and rule.needs_output_layer
+    network = build_network(cfg.network, splits.input_shape, membrane_output, notes)
     if rule.needs_output_layer:
         try:
             objective.check(output_shape(network, splits.input_shape), splits.num_classes)

@@ -55,6 +55,11 @@ class Rule(nn.Module):
         self.objective = objective
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.setup(network)
+
+    def setup(self, network: Network) -> None:
+        """Create the rule's own parameters and buffers (a head, feedback matrices, traces) for ``network``;
+        called by ``__init__`` before any optimizer exists, so a gradient rule's optimizer includes them."""
 
     @classmethod
     def supports(cls, config: BaseModel, network: Network) -> None:
@@ -91,7 +96,7 @@ class GradientRule(Rule):
     (in the parameter groups ``train.optimizer.groups`` names), and a gradient step in three parts.
 
     ``zero_grad()``; ``backward(loss)`` or ``backward(outputs, grads)`` as often as the rule needs (gradients
-    accumulate); ``step(network, states)``: averages the gradients over processes (so every way of running the
+    accumulate; a rule may also write ``.grad`` itself); ``step(network, check)``: averages the gradients over processes (so every way of running the
     network trains one model under ``--nproc``), checks every loss, gradient and state for NaN/Inf (raising
     ``NonFiniteError`` before any weight changes), clips, steps the optimizer and runs the modules'
     ``after_update`` hooks.
@@ -131,10 +136,14 @@ class GradientRule(Rule):
         else:
             torch.autograd.backward(loss_or_outputs, grads)
 
-    def step(self, network: Network, states: Any = (), grad_clip: float | None = None) -> None:
-        """Average, check, clip and apply the accumulated gradients, then run the ``after_update`` hooks."""
+    def step(self, network: Network, check: Any = (), grad_clip: float | None = None) -> None:
+        """Average, check, clip and apply the accumulated gradients, then run the ``after_update`` hooks.
+
+        ``check``: more tensors that must be finite (the blocks' final states, a loss not passed to ``backward``),
+        besides every loss given to ``backward`` and the gradients.
+        """
         params = self.trained_parameters()
-        local_ok = all_finite([*self._losses, *tensors_of(states)])
+        local_ok = all_finite([*self._losses, *tensors_of(check)])
         grads = _average_gradients(params, local_ok)
         norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if not bool(local_ok & torch.isfinite(norm)):
