@@ -6,8 +6,6 @@ from typing import Annotated
 
 import torch
 from pydantic import Field
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from .base import DatasetSplits
 from .encoders import EncodedDataset, EncoderSpec
@@ -29,6 +27,9 @@ def digits(
         split_seed: seed of the train/test split; fixed so that every run tests on the same images.
         flatten: serve ``[64]`` vectors (for MLPs) rather than ``[1, 8, 8]`` images (for convolutions).
     """
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes a second to import
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target, dtype=torch.long)
