@@ -15,9 +15,8 @@ from snnlab import kernels
 from snnlab.builder import build_network
 from snnlab.config import validate
 from snnlab.errors import ConfigError
-from snnlab.kernels import choose, lif_sequence
-from snnlab.kernels.reference import lif_reference
-from snnlab.neurons import LIF
+from snnlab.kernels import choose
+from snnlab.neurons import LIF, MembraneState
 from snnlab.surrogates import ATan, Surrogate
 
 pytestmark = pytest.mark.skipif(
@@ -35,9 +34,6 @@ class Erf(Surrogate):
         return torch.exp(-((self.alpha * u) ** 2)) * self.alpha / 1.7724538509055159
 
 
-OPTIONS = dict(decay_input=False, reset="soft", v_reset=0.0, detach_reset=False)
-
-
 def test_auto_picks_numba_on_cpu_float32_and_torch_otherwise() -> None:
     """auto: numba for float32 CPU tensors; the reference for float64 or a surrogate without kernels, silently."""
     with warnings.catch_warnings():
@@ -53,13 +49,14 @@ def test_named_backend_that_cannot_run_warns_once_and_falls_back(monkeypatch: py
     monkeypatch.setattr(kernels, "_warned", set())
     x = torch.randn(6, 3, 5, dtype=torch.float64) * 2
     v = torch.zeros(3, 5, dtype=torch.float64)
+    neuron, reference = LIF(backend="numba", decay_input=False), LIF(backend="torch", decay_input=False)
     with pytest.warns(UserWarning, match=r"backend 'numba' falls back to torch: .*float32.*float64"):
-        s, v_last = lif_sequence(x, v, 0.5, 1.0, surrogate=ATan(), backend="numba", **OPTIONS)
+        s, state = neuron(x, MembraneState(v))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call is silent
-        lif_sequence(x, v, 0.5, 1.0, surrogate=ATan(), backend="numba", **OPTIONS)
-    s_ref, v_ref = lif_reference(x, v, 0.5, 1.0, surrogate=ATan(), **OPTIONS)
-    assert torch.equal(s, s_ref) and torch.equal(v_last, v_ref)
+        neuron(x, MembraneState(v))
+    s_ref, state_ref = reference(x, MembraneState(v))
+    assert torch.equal(s, s_ref) and torch.equal(state.v, state_ref.v)
 
 
 def test_surrogate_without_kernel_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -209,22 +209,22 @@ def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
 
-    from snnlab.kernels import triton_lif
+    from snnlab.kernels.lif import triton as triton_lif
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
         signature.update({n: scalar for n in ("v_reset", "alpha") if n in names})
+        signature.update({n: "constexpr" for n in names if n.endswith("_len")})  # 0-d parameters: length 1
+        constexprs = {**constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
         options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
         return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
     common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
-    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True})
-    backward = ptx(
-        triton_lif._backward_kernel,
-        {**common, "DETACH": False, "SURROGATE": 1, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True},
-    )
+    common.update({"DETACH": False, "SURROGATE": 1})
+    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True, "STATS": False})
+    backward = ptx(triton_lif._backward_kernel, {**common, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True})
     per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
     for code in (forward, backward):
         assert ".local" not in code
