@@ -161,20 +161,20 @@ def test_func_grad_and_vmap(backend: str) -> None:
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
 def test_dispatch_runs_the_loop_under_forward_mode_and_the_op_refuses(backend: str) -> None:
     """Outside forward mode the fused backend runs; a tangent on the input or a parameter, or a torch.func
-    transform, sends ``auto`` to the loop; the op itself, called with a dual tensor, raises."""
+    transform, sends it to the loop; the op itself, called with a dual tensor, raises."""
     x = torch.randn(4, 3, device=DEVICE)
-    assert choose("auto", x, ATan()) == backend
+    assert choose(backend, x, ATan()) == backend
     beta = torch.tensor(0.5, device=DEVICE)
     with forward_ad.dual_level():
         dual = forward_ad.make_dual(x, torch.ones_like(x))
-        assert choose("auto", dual, ATan()) == "torch"
-        assert choose("auto", x, ATan(), inputs=(forward_ad.make_dual(beta, torch.ones_like(beta)),)) == "torch"
+        assert choose(backend, dual, ATan()) == "torch"
+        assert choose(backend, x, ATan(), inputs=(forward_ad.make_dual(beta, torch.ones_like(beta)),)) == "torch"
         op = fused_op("lif", backend)
         with pytest.raises(RuntimeError, match="no forward-mode AD formula.*backend='torch'"):
             op(dual, [None], [0.5, 0.5, 1.0], (0.0, True, False), ATan())
     picked = []
     for transform in (lambda f: jvp(f, (x,), (x,)), lambda f: vmap(f)(x), lambda f: grad(lambda x: f(x).sum())(x)):
-        transform(lambda x: picked.append(choose("auto", x, ATan())) or x)
+        transform(lambda x: picked.append(choose(backend, x, ATan())) or x)
     assert picked == ["torch"] * 3
 
 

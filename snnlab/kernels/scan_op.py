@@ -147,7 +147,8 @@ class ScanOp:
         flat_states = [x.new_empty(0) if s is None else s.expand(shape).reshape(-1).contiguous() for s in states]
         flat_params = [_per_neuron(p, shape, x) for p in params]
         if self.model.surrogate:
-            assert surrogate is not None, f"the {self.model.name} kernels need a surrogate"
+            if surrogate is None:
+                raise ValueError(f"the {self.model.name} kernels need a surrogate")
             options = (*options, SURROGATE_IDS[surrogate.name], float(surrogate.alpha))
         save = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *flat_states, *flat_params))
         out, *final, _, statistics = self.op(x, *flat_states, *flat_params, *options, save, stats)
