@@ -178,6 +178,21 @@ def test_dispatch_runs_the_loop_under_forward_mode_and_the_op_refuses(backend: s
     assert picked == ["torch"] * 3
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "atan", "fast_sigmoid", "triangle", "rectangle"])
+def test_surrogate_spike_under_torch_func(name: str) -> None:
+    """The torch loop in float64: jvp equals the reverse-mode directional derivative to rounding, and
+    ``torch.func.grad`` equals autograd, for every surrogate (the spike's jvp is tangent * g(u))."""
+    x, t, weights = (v.double() for v in data(7))
+    neuron = LIF(backend="torch", surrogate={"name": name, "alpha": 1.3}, **OPTIONS).double()
+    loss = layer_loss(neuron, weights)
+    _, tangent = jvp(loss, (x,), (t,))
+    x_ = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(x_), x_)
+    assert tangent.abs() > 1e-3
+    torch.testing.assert_close(tangent, (g * t).sum(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad(loss)(x), g, rtol=1e-12, atol=1e-12)
+
+
 def test_jvp_of_the_state_and_parameters() -> None:
     """Tangents on the initial membrane and a per-neuron threshold reach the final membrane (torch loop)."""
     gen = torch.Generator().manual_seed(3)

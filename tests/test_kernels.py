@@ -195,6 +195,29 @@ def test_rate_statistics_match_reference(backend: str, device: str, options: dic
     torch.testing.assert_close(got.eligibility, expected.eligibility, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reset", ["soft-detached", "soft", "hard"])
+def test_eligibility_is_the_rate_bp_accumulator(reset: str) -> None:
+    """The reference's eligibility is rate-based BP's (METHODS.md Part B, 3): e = (1/T) sum_t sg_t k_t with k_0 = 1
+    and k_{t+1} = 1 + lam k_t (soft, detached), 1 + lam k_t (1 - sg_t) (soft, V_th = 1), 1 + lam k_t (1 - s_t -
+    H_t sg_t) (hard, V_reset = 0), sg the sigmoid surrogate with alpha 4, H = lam V + I."""
+    soft, detach = reset.startswith("soft"), reset.endswith("detached")
+    neuron = LIF(tau=1.25, decay_input=False, threshold=1.0, reset="soft" if soft else "hard", detach_reset=detach,
+                 surrogate={"name": "sigmoid", "alpha": 4.0}, backend="torch").double()  # fmt: skip
+    lam = neuron.leak.beta
+    x = torch.randn(8, 3, 20, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.6
+    v, k, e = torch.zeros(3, 20, dtype=torch.float64), torch.ones(3, 20, dtype=torch.float64), 0
+    for x_t in x:
+        h = lam * v + x_t
+        s = (h > 1).double()
+        sg = 4 * torch.sigmoid(4 * (h - 1)) * (1 - torch.sigmoid(4 * (h - 1)))
+        e = e + sg * k / len(x)
+        v = h - s if soft else h * (1 - s)
+        k = 1 + lam * k * (1 if detach else (1 - sg) if soft else (1 - s - h * sg))
+    statistics = neuron.rate_statistics(x)
+    assert 0 < statistics.rate.mean() < 0.9
+    torch.testing.assert_close(statistics.eligibility, e)
+
+
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
 def test_kernel_inference_matches_reference(backend: str, device: str) -> None:
     """Without autograd (nothing saved) the spikes and final membrane are the reference's."""

@@ -1,8 +1,8 @@
 """Numba kernels of the LIF family for the CPU (float32): parallel over chunks of neurons, a loop over T inside, and a
 contiguous inner loop over the chunk that LLVM vectorises.
 
-Parameters are read per neuron (``n mod len(p)``, see ``scan_op``) into chunk-sized buffers once per chunk, so the
-inner loop is the same whether a parameter is one value or one per neuron. Saved for backward: nothing but
+A parameter that is one value is passed as a scalar; one per neuron (``n mod len(p)``, see ``scan_op``) is copied
+into a chunk-sized buffer once per chunk. Numba compiles a variant per combination, so a scalar stays in a register. Saved for backward: nothing but
 references to the input ``x`` and the initial membrane. The backward recomputes its chunk's membrane over all T into
 a T x chunk buffer that stays in cache (the same float operations as the forward, so the same spikes) and then runs
 back in time through it; this is cheaper than writing and re-reading the membrane. The arithmetic that decides
@@ -20,7 +20,8 @@ from typing import Any
 import numba
 import numpy as np
 import torch
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 from torch import Tensor
 
 from ..scan_op import define_scan_op
@@ -56,13 +57,45 @@ def _surrogate(u, alpha, kind):  # pragma: no cover - compiled
     return alpha if abs(u) < F32(0.5) / alpha else F32(0)  # rectangle
 
 
+def _chunk_of(p, n0, m):
+    """Parameter p for the neurons n0 .. n0 + m: a scalar stays one; an array gives a buffer of p[n mod len(p)]."""
+    raise NotImplementedError  # compiled only, through the overload below
+
+
+@overload(_chunk_of, inline="always")
+def _chunk_of_typed(p, n0, m):
+    if isinstance(p, types.Float):
+        return lambda p, n0, m: p
+
+    def take(p, n0, m):  # pragma: no cover - compiled
+        out = np.empty(m, np.float32)
+        for i in range(m):
+            out[i] = p[(n0 + i) % p.shape[0]]
+        return out
+
+    return take
+
+
+def _at(p, i):
+    """Neuron i's value of a chunk's parameter (``_chunk_of``): p[i], or p itself for a scalar."""
+    raise NotImplementedError  # compiled only, through the overload below
+
+
+@overload(_at, inline="always")
+def _at_typed(p, i):
+    if isinstance(p, types.Float):
+        return lambda p, i: p
+    return lambda p, i: p[i]
+
+
 @numba.njit(cache=True, inline="always")
-def _reset(h, theta, hard, jump):  # pragma: no cover - compiled
-    """The membrane after h's spike f: h (1 - f hard) + f jump, with (hard, jump) = (0, -theta) for a soft reset,
-    (1, v_reset) for a hard one. Every product with f or hard is exact, so this rounds exactly as LIF.step's
-    h - theta f and h (1 - f) + v_reset f, and one branch-free loop serves both resets."""
+def _reset(h, theta, hard, v_reset):  # pragma: no cover - compiled
+    """The membrane after h's spike f: h (1 - f hard) + f jump, with jump = v_reset hard - theta (1 - hard), i.e.
+    -theta for a soft reset (hard = 0) and v_reset for a hard one (hard = 1). Every product with f or hard is exact,
+    so this rounds exactly as LIF.step's h - theta f and h (1 - f) + v_reset f, and one branch-free loop serves both
+    resets."""
     f = F32(h - theta > F32(0))
-    return h * (F32(1) - f * hard) + f * jump
+    return h * (F32(1) - f * hard) + f * (v_reset * hard - theta * (F32(1) - hard))
 
 
 @numba.njit(cache=True, inline="always")
@@ -76,12 +109,13 @@ def _dv(h, f, sg, theta, v_reset, soft, keep):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
-def _step_row(x, v, out, beta, gain, theta, hard, jump, spikes):  # pragma: no cover - compiled
+def _step_row(x, v, out, beta, gain, theta, hard, v_reset, spikes):  # pragma: no cover - compiled
     """One step for a chunk: h = beta v + gain x, v <- its reset in place; ``out`` gets the spikes or h."""
     for i in range(v.shape[0]):
-        h = beta[i] * v[i] + gain[i] * x[i]
-        out[i] = F32(h - theta[i] > F32(0)) if spikes else h
-        v[i] = _reset(h, theta[i], hard, jump[i])
+        th = _at(theta, i)
+        h = _at(beta, i) * v[i] + _at(gain, i) * x[i]
+        out[i] = F32(h - th > F32(0)) if spikes else h
+        v[i] = _reset(h, th, hard, v_reset)
 
 
 @numba.njit(cache=True, inline="always")
@@ -94,38 +128,26 @@ def _start(v0, out, n0):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
-def _chunk_params(beta, gain, theta, hard, v_reset, n0, m):  # pragma: no cover - compiled
-    """The parameters of neurons n0 .. n0 + m (neuron n reads p[n mod len(p)]) and each one's reset jump."""
-    ps = np.empty((4, m), np.float32)
-    for i in range(m):
-        ps[0, i] = beta[(n0 + i) % beta.shape[0]]
-        ps[1, i] = gain[(n0 + i) % gain.shape[0]]
-        ps[2, i] = theta[(n0 + i) % theta.shape[0]]
-        ps[3, i] = v_reset if hard else -ps[2, i]
-    return ps
-
-
-@numba.njit(cache=True, inline="always")
-def _statistics_rows(x, v, spikes, statistics, ps, hard, v_reset, keep, alpha, kind):  # pragma: no cover - compiled
+def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, alpha, kind):  # pragma: no cover
     """The steps of a chunk (``x``, ``spikes`` ``[T, m]``) as ``_step_row`` takes them, with the rate and the
     eligibility (1/T) sum g(u[t]) k[t] into ``statistics`` ``[2, m]``; k = dh/dc along a constant input c."""
     T, m = x.shape
-    b, g, th, jump = ps[0], ps[1], ps[2], ps[3]
     soft = hard == F32(0)
     k = np.zeros(m, np.float32)  # dv[t-1]/dc
     acc = np.zeros((2, m), np.float32)
     for t in range(T):
         for i in range(m):
-            h = b[i] * v[i] + g[i] * x[t, i]
-            u = h - th[i]
+            beta, gain, theta = _at(b, i), _at(g, i), _at(th, i)
+            h = beta * v[i] + gain * x[t, i]
+            u = h - theta
             f = F32(u > F32(0))
             sg = _surrogate(u, alpha, kind)
-            kh = b[i] * k[i] + g[i]
+            kh = beta * k[i] + gain
             acc[0, i] += f
             acc[1, i] += sg * kh
-            k[i] = kh * _dv(h, f, sg, th[i], v_reset, soft, keep)[0]
+            k[i] = kh * _dv(h, f, sg, theta, v_reset, soft, keep)[0]
             spikes[t, i] = f
-            v[i] = _reset(h, th[i], hard, jump[i])
+            v[i] = _reset(h, theta, hard, v_reset)
     for i in range(m):
         statistics[0, i] = acc[0, i] / F32(T)
         statistics[1, i] = acc[1, i] / F32(T)
@@ -134,7 +156,7 @@ def _statistics_rows(x, v, spikes, statistics, ps, hard, v_reset, keep, alpha, k
 @functools.cache
 def _forward_kernel(kind: int) -> Callable[..., None]:
     """The forward, and with a surrogate ``kind`` >= 0 the rate and eligibility accumulated along (the surrogate a
-    constant here, as in backward); -1: spikes only."""
+    constant here, as in backward); -1: spikes only. Each parameter is a float32 scalar or a 1-D array."""
     stats = kind >= 0
 
     @numba.njit(parallel=True, cache=True)
@@ -142,17 +164,15 @@ def _forward_kernel(kind: int) -> Callable[..., None]:
         T, N = x.shape
         for c in prange((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
-            m = n1 - n0
-            ps = _chunk_params(beta, gain, theta, hard, v_reset, n0, m)
-            b, g, th, jump = ps[0], ps[1], ps[2], ps[3]
+            b, g, th = _chunk_of(beta, n0, n1 - n0), _chunk_of(gain, n0, n1 - n0), _chunk_of(theta, n0, n1 - n0)
             vc = v[n0:n1]
             _start(v0, vc, n0)
             if stats:
-                _statistics_rows(x[:, n0:n1], vc, spikes[:, n0:n1], statistics[:, n0:n1], ps, hard, v_reset, keep,
-                                 alpha, kind)  # fmt: skip
+                _statistics_rows(x[:, n0:n1], vc, spikes[:, n0:n1], statistics[:, n0:n1], b, g, th, hard, v_reset,
+                                 keep, alpha, kind)  # fmt: skip
             else:
                 for t in range(T):
-                    _step_row(x[t, n0:n1], vc, spikes[t, n0:n1], b, g, th, hard, jump, True)
+                    _step_row(x[t, n0:n1], vc, spikes[t, n0:n1], b, g, th, hard, v_reset, True)
 
     return forward
 
@@ -172,13 +192,12 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
         for c in prange((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
-            ps = _chunk_params(beta, gain, theta, hard, v_reset, n0, m)
-            b, gn, th, jump = ps[0], ps[1], ps[2], ps[3]
+            b, gn, th = _chunk_of(beta, n0, m), _chunk_of(gain, n0, m), _chunk_of(theta, n0, m)
             hs = np.empty((T, m), np.float32)
             a = np.empty(m, np.float32)  # first the membrane, then dL/dv
             _start(v0, a, n0)
             for t in range(T):
-                _step_row(x[t, n0:n1], a, hs[t], b, gn, th, hard, jump, False)
+                _step_row(x[t, n0:n1], a, hs[t], b, gn, th, hard, v_reset, False)
             if gv.shape[0] == 0:  # no gradient reaches the final membrane
                 a[:] = 0
             else:
@@ -196,18 +215,19 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
                     _start(v0, v_prev, n0)
                 elif param_grads:
                     for i in range(m):
-                        v_prev[i] = _reset(hs[t - 1, i], th[i], hard, jump[i])
+                        v_prev[i] = _reset(hs[t - 1, i], _at(th, i), hard, v_reset)
                 for i in range(m):
-                    u = h[i] - th[i]
+                    theta_i = _at(th, i)
+                    u = h[i] - theta_i
                     sg = _surrogate(u, alpha, kind)
-                    dv_dh, dv_dtheta = _dv(h[i], F32(u > F32(0)), sg, th[i], v_reset, soft, keep)
+                    dv_dh, dv_dtheta = _dv(h[i], F32(u > F32(0)), sg, theta_i, v_reset, soft, keep)
                     gh = g[i] * sg + a[i] * dv_dh
                     if param_grads:
                         sums[0, i] += gh * v_prev[i]
                         sums[1, i] += gh * xt[i]
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
-                    gxt[i] = gn[i] * gh
-                    a[i] = b[i] * gh
+                    gxt[i] = _at(gn, i) * gh
+                    a[i] = _at(b, i) * gh
             if gv0.shape[0] > 0:
                 gv0[n0:n1] = a
             if param_grads:
@@ -231,6 +251,12 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _param(p: Tensor) -> np.float32 | np.ndarray:
+    """A parameter as the kernels take it: a float32 scalar when it is one value (then the inner loops keep it in a
+    register), else its array."""
+    return F32(p.item()) if p.shape[0] == 1 else _np(p)
+
+
 def forward(
     x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
 ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
@@ -240,7 +266,7 @@ def forward(
     statistics = _empty((2 if stats else 0, N))
     _use_torch_threads()
     _forward_kernel(o.surrogate if stats else -1)(
-        _np(x), _np(v0), *map(_np, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
+        _np(x), _np(v0), *map(_param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
         F32(0) if o.detach_reset else F32(1), F32(o.alpha), spikes.numpy(), v.numpy(), statistics.numpy(), _chunk(T),
     )  # fmt: skip
     return spikes, [v], x.new_empty((0, N)), statistics
@@ -268,7 +294,7 @@ def backward(
     gx, gv0, gp = _empty(x.shape), torch.empty_like(v0), _empty((3 if param_grads else 0, N))
     _use_torch_threads()
     _backward_kernel(o.surrogate)(
-        _np(gs), per_step, grad_out is not None, _np(gv), _np(x), _np(v0), *map(_np, params), F32(o.v_reset), o.soft,
+        _np(gs), per_step, grad_out is not None, _np(gv), _np(x), _np(v0), *map(_param, params), F32(o.v_reset), o.soft,
         F32(0) if o.detach_reset else F32(1), F32(o.alpha), param_grads, gx.numpy(), gv0.numpy(), gp.numpy(),
         _chunk(T),
     )  # fmt: skip
