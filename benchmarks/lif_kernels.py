@@ -315,7 +315,7 @@ def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = T
 
 def sweep_triton(reps: int, T: int = 32, N: int = 2**20) -> dict[str, int]:
     """Time forward+backward for a few (BLOCK, NUM_WARPS, K) and keep the fastest for the rest of the run."""
-    from snnlab.kernels import triton_lif
+    from snnlab.kernels.lif import triton as triton_lif
 
     configs = [(256, 4, 8), (512, 4, 8), (512, 8, 8), (1024, 8, 8), (256, 4, 16), (128, 4, 8)]
     results = []

@@ -30,18 +30,32 @@ from .registry import Registry
 
 
 class _Heaviside(torch.autograd.Function):
-    """s = 1[u > 0] forward; ds/du = surrogate.derivative(u) backward."""
+    """s = H(u) = 1[u > 0] forward; ds/du = g(u) (``surrogate.derivative``) in reverse mode (grad_u = grad_s g(u))
+    and in forward mode (tangent_s = tangent_u g(u)). Written in the ``setup_context`` style with a generated vmap
+    rule, so ``torch.func.grad``, ``jvp`` and ``vmap`` go through it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, u: Tensor, surrogate: Surrogate) -> Tensor:
-        ctx.save_for_backward(u)
-        ctx.surrogate = surrogate
+    def forward(u: Tensor, surrogate: Surrogate) -> Tensor:
         return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Surrogate], output: Tensor) -> None:
+        u, surrogate = inputs
+        ctx.surrogate = surrogate
+        ctx.save_for_backward(u)
+        ctx.save_for_forward(u)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (u,) = ctx.saved_tensors
         return grad * ctx.surrogate.derivative(u), None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, _: None) -> Tensor:
+        (u,) = ctx.saved_tensors
+        return tangent * ctx.surrogate.derivative(u)
 
 
 class Surrogate(BaseModel):

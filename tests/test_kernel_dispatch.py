@@ -3,6 +3,9 @@ what a kernel keeps for backward, and ``torch.compile`` tracing through a kernel
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -15,9 +18,8 @@ from snnlab import kernels
 from snnlab.builder import build_network
 from snnlab.config import validate
 from snnlab.errors import ConfigError
-from snnlab.kernels import choose, lif_sequence
-from snnlab.kernels.reference import lif_reference
-from snnlab.neurons import LIF
+from snnlab.kernels import choose
+from snnlab.neurons import LIF, MembraneState
 from snnlab.surrogates import ATan, Surrogate
 
 pytestmark = pytest.mark.skipif(
@@ -35,9 +37,6 @@ class Erf(Surrogate):
         return torch.exp(-((self.alpha * u) ** 2)) * self.alpha / 1.7724538509055159
 
 
-OPTIONS = dict(decay_input=False, reset="soft", v_reset=0.0, detach_reset=False)
-
-
 def test_auto_picks_numba_on_cpu_float32_and_torch_otherwise() -> None:
     """auto: numba for float32 CPU tensors; the reference for float64 or a surrogate without kernels, silently."""
     with warnings.catch_warnings():
@@ -53,13 +52,14 @@ def test_named_backend_that_cannot_run_warns_once_and_falls_back(monkeypatch: py
     monkeypatch.setattr(kernels, "_warned", set())
     x = torch.randn(6, 3, 5, dtype=torch.float64) * 2
     v = torch.zeros(3, 5, dtype=torch.float64)
+    neuron, reference = LIF(backend="numba", decay_input=False), LIF(backend="torch", decay_input=False)
     with pytest.warns(UserWarning, match=r"backend 'numba' falls back to torch: .*float32.*float64"):
-        s, v_last = lif_sequence(x, v, 0.5, 1.0, surrogate=ATan(), backend="numba", **OPTIONS)
+        s, state = neuron(x, MembraneState(v))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call is silent
-        lif_sequence(x, v, 0.5, 1.0, surrogate=ATan(), backend="numba", **OPTIONS)
-    s_ref, v_ref = lif_reference(x, v, 0.5, 1.0, surrogate=ATan(), **OPTIONS)
-    assert torch.equal(s, s_ref) and torch.equal(v_last, v_ref)
+        neuron(x, MembraneState(v))
+    s_ref, state_ref = reference(x, MembraneState(v))
+    assert torch.equal(s, s_ref) and torch.equal(state.v, state_ref.v)
 
 
 def test_surrogate_without_kernel_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,3 +129,50 @@ def test_torch_compile_traces_through_the_op() -> None:
     g_traced = torch.autograd.grad(traced, [xs[1], *neuron.parameters()])
     for a, b in zip(g_eager, g_traced):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", ["auto", "numba"])
+def test_state_of_another_dtype_runs_the_torch_loop(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float64 membrane with float32 input: the torch loop's spikes, membrane and gradients (the loop promotes to
+    float64; a float32 kernel would not); ``auto`` silently, a named backend with its one warning."""
+    monkeypatch.setattr(kernels, "_warned", set())
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(9, 3, 20, generator=gen) * 2 + 0.5).requires_grad_()
+    v0 = torch.randn(3, 20, generator=gen, dtype=torch.float64).requires_grad_()
+    neuron, reference = LIF(backend=backend, learn_threshold=True), LIF(backend="torch", learn_threshold=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s, state = neuron(x, MembraneState(v0))
+    assert [str(w.message) for w in caught] == (
+        [] if backend == "auto" else ["snnlab: backend 'numba' falls back to torch: a state or per-neuron parameter "
+                                      "is torch.float64, the input torch.float32"]
+    )  # fmt: skip
+    s_ref, state_ref = reference(x, MembraneState(v0))
+    assert s.dtype == s_ref.dtype == torch.float64
+    assert torch.equal(s, s_ref) and torch.equal(state.v, state_ref.v)
+    weights = torch.randn(s.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((s * weights).sum() + state.v.sum(), [x, v0, neuron.threshold])
+    grads_ref = torch.autograd.grad((s_ref * weights).sum() + state_ref.v.sum(), [x, v0, reference.threshold])
+    for a, b in zip(grads, grads_ref):
+        assert torch.equal(a, b)
+
+
+def test_import_loads_no_backend_and_compile_can_come_first() -> None:
+    """``import snnlab.neurons`` imports neither torch._dynamo, numba nor triton; a neuron's first run loads its
+    backend, even when that first run is traced by ``torch.compile(fullgraph=True)``."""
+    code = """
+import sys, torch, snnlab.kernels, snnlab.neurons
+heavy = [m for m in ("torch._dynamo", "numba", "triton") if m in sys.modules]
+assert not heavy, heavy
+neuron = snnlab.neurons.LIF(backend="numba", learn_threshold=True)
+x = torch.randn(5, 2, 9) * 3
+traced = torch.compile(lambda x: neuron(x)[0], fullgraph=True, backend="aot_eager")(x)
+assert "numba" in sys.modules and torch.equal(traced, neuron(x)[0])
+"""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]

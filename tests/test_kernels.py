@@ -45,12 +45,23 @@ OPTIONS = [
 ]
 
 
-def lif_pair(backend: str, device: str, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The same neuron twice: on the torch reference and on ``backend``, with identical parameters."""
+def lif_pair(
+    backend: str, device: str, per_neuron: tuple[int, ...] | None = None, **options
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The same neuron twice: on the torch reference and on ``backend``, with identical parameters; with
+    ``per_neuron`` a learnable tau and threshold of that shape (random, tau about 2.5, threshold in [0.6, 1.2])."""
     make = IF if options.pop("model", "lif") == "if" else LIF
     options = {"threshold": 0.9, "v_reset": -0.2, **({} if make is IF else {"tau": 2.5}), **options}
+    if per_neuron is not None:
+        options.update(learn_tau=True, learn_threshold=True)
     reference = make(backend="torch", **options).to(device)
     fast = make(backend=backend, **options).to(device)
+    if per_neuron is not None:
+        gen = torch.Generator().manual_seed(4)
+        w, theta = torch.randn(per_neuron, generator=gen) * 0.3 - 0.45, torch.rand(per_neuron, generator=gen) * 0.6
+        for neuron in (reference, fast):
+            neuron.leak.w = torch.nn.Parameter(w.to(device))
+            neuron.threshold = torch.nn.Parameter(theta.to(device) + 0.6)
     fast.load_state_dict(reference.state_dict())
     return reference, fast
 
@@ -71,16 +82,28 @@ def run(neuron: torch.nn.Module, x: Tensor, v0: Tensor | None, loss: str) -> tup
     return spikes, state.v, list(grads)
 
 
-def compare(
-    backend: str, device: str, shape: tuple, loss: str = "weighted", at_rest: bool = False, seed: int = 0, **options
-) -> None:
-    """``backend`` equals the reference on random input of ``shape`` (from a random membrane, or from rest):
-    spikes and v exactly, gradients closely."""
-    reference, fast = lif_pair(backend, device, **options)
+def inputs(shape: tuple, device: str, at_rest: bool, seed: int = 0, **options) -> tuple[Tensor, Tensor | None]:
+    """Random input current of ``shape`` that makes some neurons fire, and a random initial membrane (or None)."""
     gen = torch.Generator().manual_seed(seed)
     scale = 3.0 if options.get("decay_input", True) and options.get("model") != "if" else 1.0
     x = ((torch.randn(shape, generator=gen) * 1.2 + 0.5) * scale).to(device).requires_grad_()
     v0 = None if at_rest else (torch.randn(shape[1:], generator=gen) * 0.5).to(device).requires_grad_()
+    return x, v0
+
+
+def compare(
+    backend: str,
+    device: str,
+    shape: tuple,
+    loss: str = "weighted",
+    at_rest: bool = False,
+    per_neuron: tuple[int, ...] | None = None,
+    **options,
+) -> None:
+    """``backend`` equals the reference on random input of ``shape`` (from a random membrane, or from rest):
+    spikes and v exactly, gradients closely."""
+    reference, fast = lif_pair(backend, device, per_neuron, **options)
+    x, v0 = inputs(shape, device, at_rest, **options)
     s_ref, v_ref, g_ref = run(reference, x, v0, loss)
     s, v, g = run(fast, x, v0, loss)
     assert 0 < s_ref.mean() < 0.9, "the input should make some, not all, neurons fire"
@@ -133,6 +156,66 @@ def test_kernel_shapes_and_losses(backend: str, device: str, shape: tuple, loss:
 def test_if_kernel(backend: str, device: str, reset: str) -> None:
     """IF is the kernel with beta = 1 and gain 1."""
     compare(backend, device, (9, 4, 33), model="if", reset=reset, learn_threshold=True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "per_neuron"),
+    [((9, 3, 37), (37,)), ((7, 2, 4, 3, 5), (4, 1, 1)), ((7, 2, 4, 3, 5), (4, 3, 5)), ((11, 301), (301,))],
+    ids=["linear", "per-channel", "conv-per-neuron", "no-batch"],
+)
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+def test_per_neuron_parameters(backend: str, device: str, shape: tuple, per_neuron: tuple, reset: str) -> None:
+    """A tau and threshold per neuron (``[F]``), per channel (``[C, 1, 1]``) or per place in a sample: spikes and
+    membrane bit for bit, and each parameter's gradient, summed over the batch (and the broadcast dimensions), to
+    float rounding."""
+    compare(backend, device, shape, per_neuron=per_neuron, reset=reset)
+
+
+RATE_OPTIONS = [
+    dict(reset="soft", detach_reset=True, decay_input=False),  # rate-based BP's default
+    dict(reset="soft"),
+    dict(reset="hard", per_neuron=(37,)),
+    dict(reset="hard", detach_reset=True, surrogate={"name": "triangle", "alpha": 0.8}),
+]
+
+
+@pytest.mark.parametrize("options", RATE_OPTIONS, ids=["soft-detached", "soft", "hard-per-neuron", "hard-detached"])
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+def test_rate_statistics_match_reference(backend: str, device: str, options: dict) -> None:
+    """The fused forward's rate and eligibility equal the torch loop's by forward-mode AD (``snnlab.kernels.rate``),
+    with the same spikes and final membrane."""
+    options = {"surrogate": {"name": "sigmoid", "alpha": 4.0}, **options}
+    reference, fast = lif_pair(backend, device, options.pop("per_neuron", None), **options)
+    x, v0 = inputs((10, 3, 37), device, at_rest=False, **options)
+    expected, got = reference.rate_statistics(x, MembraneState(v0)), fast.rate_statistics(x, MembraneState(v0))
+    assert 0 < expected.rate.mean() < 0.9 and expected.eligibility.abs().mean() > 0.01
+    assert torch.equal(got.spikes, expected.spikes) and torch.equal(got.state.v, expected.state.v)
+    torch.testing.assert_close(got.rate, expected.rate)
+    torch.testing.assert_close(got.eligibility, expected.eligibility, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reset", ["soft-detached", "soft", "hard"])
+def test_eligibility_is_the_rate_bp_accumulator(reset: str) -> None:
+    """The reference's eligibility is rate-based BP's (METHODS.md Part B, 3): e = (1/T) sum_t sg_t k_t with k_0 = 1
+    and k_{t+1} = 1 + lam k_t (soft, detached), 1 + lam k_t (1 - sg_t) (soft, V_th = 1), 1 + lam k_t (1 - s_t -
+    H_t sg_t) (hard, V_reset = 0), sg the sigmoid surrogate with alpha 4, H = lam V + I."""
+    soft, detach = reset.startswith("soft"), reset.endswith("detached")
+    neuron = LIF(tau=1.25, decay_input=False, threshold=1.0, reset="soft" if soft else "hard", detach_reset=detach,
+                 surrogate={"name": "sigmoid", "alpha": 4.0}, backend="torch").double()  # fmt: skip
+    lam = neuron.leak.beta
+    x = torch.randn(8, 3, 20, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.6
+    v, k, e = torch.zeros(3, 20, dtype=torch.float64), torch.ones(3, 20, dtype=torch.float64), 0
+    for x_t in x:
+        h = lam * v + x_t
+        s = (h > 1).double()
+        sg = 4 * torch.sigmoid(4 * (h - 1)) * (1 - torch.sigmoid(4 * (h - 1)))
+        e = e + sg * k / len(x)
+        v = h - s if soft else h * (1 - s)
+        k = 1 + lam * k * (1 if detach else (1 - sg) if soft else (1 - s - h * sg))
+    statistics = neuron.rate_statistics(x)
+    assert 0 < statistics.rate.mean() < 0.9
+    torch.testing.assert_close(statistics.eligibility, e)
 
 
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
@@ -209,22 +292,22 @@ def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
 
-    from snnlab.kernels import triton_lif
+    from snnlab.kernels.lif import triton as triton_lif
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
         signature.update({n: scalar for n in ("v_reset", "alpha") if n in names})
+        signature.update({n: "constexpr" for n in names if n.endswith("_len")})  # 0-d parameters: length 1
+        constexprs = {**constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
         options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
         return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
     common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
-    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True})
-    backward = ptx(
-        triton_lif._backward_kernel,
-        {**common, "DETACH": False, "SURROGATE": 1, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True},
-    )
+    common.update({"DETACH": False, "SURROGATE": 1})
+    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True, "STATS": False})
+    backward = ptx(triton_lif._backward_kernel, {**common, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True})
     per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
     for code in (forward, backward):
         assert ".local" not in code

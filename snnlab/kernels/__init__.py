@@ -1,27 +1,31 @@
-"""Backends for the LIF family (LIF, IF, PLIF) behind one dispatch: ``torch`` (the reference loop, always there),
-``triton`` (fused GPU kernels) and ``numba`` (fused CPU kernels).
+"""Backends for a neuron's ``forward`` over a sequence behind one dispatch: ``torch`` (the neuron's own loop over
+``step``: the reference, always there), ``triton`` (fused GPU kernels) and ``numba`` (fused CPU kernels).
+
+The fused kernels live one folder per neuron model (``lif/``: ``numba.py``, ``triton.py``), each backend's op built
+by the generic factory in ``scan_op.py``. A backend's module (and numba, triton, and the op registration with them)
+is imported when a neuron first runs on it, not when this package is imported.
 
 A neuron's ``backend`` option chooses per network (``network.neuron.backend``) or per block. ``auto`` runs Triton on
-CUDA tensors and Numba on CPU tensors when they are installed and can run the input, else the reference loop. A
+CUDA tensors and Numba on CPU tensors when they are installed and can run the input, else the torch loop. A
 backend named explicitly that cannot run the input (not installed, wrong device or dtype, a surrogate without a
-kernel) falls back to ``torch`` with one warning. Every fused kernel is a ``torch.library`` custom op (``ops.py``).
+kernel) falls back to ``torch`` with one warning. Inputs that a fused kernel would get wrong also run the torch loop:
+a state or per-neuron parameter of another dtype than the input (the loop promotes, the kernels would not), and
+forward-mode AD or a ``torch.func`` transform (the loop gives exact tangents, the kernels none).
 
 Example::
 
     >>> import torch
-    >>> from snnlab.kernels import lif_sequence
+    >>> from snnlab.kernels import choose
     >>> from snnlab.surrogates import ATan
-    >>> x = torch.randn(8, 4, 10)
-    >>> s, v = lif_sequence(x, None, 0.5, 1.0, decay_input=False, reset="soft", v_reset=0.0,
-    ...                     detach_reset=False, surrogate=ATan(), backend="auto")
-    >>> s.shape, v.shape
-    (torch.Size([8, 4, 10]), torch.Size([4, 10]))
+    >>> choose("auto", torch.randn(8, 4, 10, dtype=torch.float64), ATan())
+    'torch'
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Literal
 
@@ -29,44 +33,54 @@ import torch
 from torch import Tensor
 
 from ..surrogates import Surrogate
-from .ops import SURROGATE_IDS
+from .scan_op import SURROGATE_IDS, ScanOp, forward_mode_active
 
 Backend = Literal["auto", "torch", "triton", "numba"]
 """The values of a neuron's ``backend`` option."""
 
-_MODULES = {"triton": "triton_lif", "numba": "numba_lif"}
 _warned: set[str] = set()
-_loaded: dict[str, ModuleType | str] = {}
+_loaded: dict[tuple[str, str], ModuleType | str] = {}
 
 
-def _load(name: str) -> ModuleType | str:
-    """The backend's module (importing it registers its ops), or why it cannot be imported."""
-    if name not in _loaded:
+def _load(model: str, backend: str) -> ModuleType | str:
+    """The module of ``model``'s ``backend`` kernels (importing it registers their op), or why it cannot be imported."""
+    if (model, backend) not in _loaded:
         try:
-            _loaded[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+            _loaded[model, backend] = importlib.import_module(f".{model}.{backend}", __name__)
         except ImportError as exc:
-            _loaded[name] = f"{name} is not installed ({exc})"
-    return _loaded[name]
+            _loaded[model, backend] = f"{backend} is not installed ({exc})"
+    return _loaded[model, backend]
 
 
-def unsupported(backend: str, device: torch.device | str, dtype: torch.dtype, surrogate: str) -> str | None:
-    """Why ``backend`` cannot run a LIF layer on ``device`` and ``dtype`` with this surrogate, or None when it can."""
+def unsupported(
+    backend: str, device: torch.device | str, dtype: torch.dtype, surrogate: str | None = None, model: str = "lif"
+) -> str | None:
+    """Why ``backend`` cannot run ``model`` on ``device`` and ``dtype`` with this surrogate (None: a model without
+    one), or None when it can."""
     if backend == "torch":
         return None
-    module = _load(backend)
+    module = _load(model, backend)
     if isinstance(module, str):
         return module
-    if surrogate not in SURROGATE_IDS:
+    if surrogate is not None and surrogate not in SURROGATE_IDS:
         return f"the surrogate {surrogate!r} has no {backend} kernel"
     return module.unsupported(torch.device(device).type, dtype)
 
 
-@torch.compiler.assume_constant_result  # run at trace time, outside the graph: imports and warnings
-def _pick(backend: str, device: str, dtype: torch.dtype, surrogate: str) -> str:
+def fused_op(model: str, backend: str) -> ScanOp:
+    """``model``'s op on the fused ``backend`` (loaded, and registered, on first use)."""
+    module = _load(model, backend)
+    if isinstance(module, str):
+        raise RuntimeError(module)
+    return module.op
+
+
+def _pick(backend: str, model: str, device: str, dtype: torch.dtype, surrogate: str | None, reason: str | None) -> str:
     if backend == "auto":
         preferred = "triton" if device == "cuda" else "numba"
-        return preferred if unsupported(preferred, device, dtype, surrogate) is None else "torch"
-    reason = unsupported(backend, device, dtype, surrogate)
+        runs = reason is None and unsupported(preferred, device, dtype, surrogate, model) is None
+        return preferred if runs else "torch"
+    reason = reason or unsupported(backend, device, dtype, surrogate, model)
     if reason is None:
         return backend
     message = f"snnlab: backend {backend!r} falls back to torch: {reason}"
@@ -76,55 +90,34 @@ def _pick(backend: str, device: str, dtype: torch.dtype, surrogate: str) -> str:
     return "torch"
 
 
-def choose(backend: Backend, x: Tensor, surrogate: Surrogate) -> str:
-    """The backend that will run: ``backend`` itself, ``auto``'s pick, or ``torch`` after a one-time warning."""
-    return _pick(backend, x.device.type, x.dtype, surrogate.name)
+# Under torch.compile, _pick runs once at trace time, outside the graph (imports, warnings), and its result is a
+# constant: what torch.compiler.assume_constant_result marks, set here without importing torch._dynamo (~2 s).
+_pick._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
-def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
-    """A 0-d float32 tensor on ``like``'s device: a parameter keeps its autograd path."""
-    if isinstance(value, Tensor):
-        return value.to(torch.float32)
-    return torch.full((), value, dtype=torch.float32, device=like.device)
+def _loop_only(x: Tensor, inputs: Sequence[Tensor | float | None]) -> str | None:
+    """Why these inputs must run the neuron's own loop, or None."""
+    for t in inputs:
+        if isinstance(t, Tensor) and t.dim() > 0 and t.dtype != x.dtype:
+            return f"a state or per-neuron parameter is {t.dtype}, the input {x.dtype}"
+    if not torch.compiler.is_compiling() and forward_mode_active(x, *inputs):
+        return "forward-mode AD and torch.func transforms run the neuron's own loop"
+    return None
 
 
-def lif_sequence(
-    x_seq: Tensor,
-    v: Tensor | None,
-    beta: Tensor | float,
-    threshold: Tensor | float,
+def choose(
+    backend: Backend,
+    x: Tensor,
+    surrogate: Surrogate | None = None,
     *,
-    decay_input: bool,
-    reset: Literal["soft", "hard"],
-    v_reset: float,
-    detach_reset: bool,
-    surrogate: Surrogate,
-    backend: Backend = "auto",
-) -> tuple[Tensor, Tensor]:
-    """A LIF layer over the sequence ``x_seq`` ``[T, ...]`` from membrane ``v`` ``[...]`` (None: at rest, 0): spikes
-    and the final membrane.
-
-    The arguments are those of ``reference.lif_reference``, which every backend matches spike for spike.
-    """
-    name = choose(backend, x_seq, surrogate)
-    if name == "torch":
-        from .reference import lif_reference
-
-        return lif_reference(
-            x_seq, v, beta, threshold, decay_input=decay_input, reset=reset, v_reset=v_reset,
-            detach_reset=detach_reset, surrogate=surrogate,
-        )  # fmt: skip
-    op = getattr(torch.ops.snnlab, f"lif_{name}")
-    # gain is (1 - beta) computed exactly as leak.charge computes it, so the kernels' float32 products match.
-    params = [_scalar(p, x_seq) for p in (beta, (1 - beta) if decay_input else 1.0, threshold)]
-    x = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-    v0 = x.new_empty(0) if v is None else v.expand(x_seq.shape[1:]).reshape(-1).contiguous()
-    save = torch.is_grad_enabled() and any(t.requires_grad for t in (x, v0, *params))
-    spikes, v_last, _ = op(
-        x, v0, *params, float(v_reset), reset == "soft", detach_reset, SURROGATE_IDS[surrogate.name],
-        float(surrogate.alpha), save,
-    )  # fmt: skip
-    return spikes.view(x_seq.shape), v_last.view(x_seq.shape[1:])
+    model: str = "lif",
+    inputs: Sequence[Tensor | float | None] = (),
+) -> str:
+    """The backend that runs ``model`` on input ``x``: ``backend`` itself, ``auto``'s pick, or ``torch`` (after a
+    one-time warning for a backend named explicitly). ``inputs`` are the states and parameters the kernel would read
+    with ``x``."""
+    reason = _loop_only(x, inputs)
+    return _pick(backend, model, x.device.type, x.dtype, None if surrogate is None else surrogate.name, reason)
 
 
-__all__ = ["Backend", "choose", "lif_sequence", "unsupported"]
+__all__ = ["Backend", "choose", "fused_op", "unsupported"]

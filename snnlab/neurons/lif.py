@@ -45,6 +45,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, ClassVar, Literal
 
@@ -52,7 +53,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..kernels import Backend, lif_sequence
+from ..kernels import Backend, choose
+from ..kernels.lif import lif_fused
+from ..kernels.rate import RateStatistics, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
 from .leak import Discretization
@@ -77,6 +80,13 @@ def fire_and_reset(
     else:
         v = h * (1 - s_r) + v_reset * s_r
     return s, v
+
+
+def _describe(value: Tensor | float) -> str:
+    """A scalar as a number, a per-neuron tensor by its shape."""
+    if isinstance(value, Tensor) and value.dim() > 0:
+        return f"per-neuron{list(value.shape)}"
+    return f"{float(value):.4g}"
 
 
 class LIF(LI):
@@ -134,13 +144,47 @@ class LIF(LI):
         s, v = fire_and_reset(h, self.threshold, self.surrogate, self.reset, self.v_reset, self.detach_reset)
         return s, MembraneState(v)
 
-    def forward(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
-        """The whole sequence through the chosen backend; the same spikes as a loop of ``step``."""
-        s, v = lif_sequence(
-            x_seq, None if state is None else state.v, self.leak.beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, backend=self.backend,
+    def _fused(
+        self, x_seq: Tensor, state: MembraneState | None, stats: bool
+    ) -> tuple[Tensor, MembraneState, Tensor | None] | None:
+        """The sequence on the fused backend that ``backend`` chooses for these inputs, or None for the torch loop."""
+        v, beta = None if state is None else state.v, self.leak.beta
+        backend = choose(self.backend, x_seq, self.surrogate, inputs=(v, beta, self.threshold))
+        if backend == "torch":
+            return None
+        s, v, statistics = lif_fused(
+            backend, x_seq, v, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
+            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats,
         )  # fmt: skip
-        return s, MembraneState(v)
+        return s, MembraneState(v), statistics
+
+    def forward(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
+        """The whole sequence through the chosen backend: a fused kernel, or the loop of ``step`` (``torch``); the
+        same spikes either way."""
+        fused = self._fused(x_seq, state, stats=False)
+        if fused is None:
+            return super().forward(x_seq, state)
+        return fused[0], fused[1]
+
+    def rate_statistics(self, x_seq: Tensor, state: MembraneState | None = None) -> RateStatistics:
+        r"""A forward without autograd that also returns, per neuron, the rate and the eligibility of rate-based
+        backpropagation (Yu et al., NeurIPS 2024; ``snnlab.kernels.rate``):
+
+        .. math::
+
+            r = \frac{1}{T} \sum_t s[t], \qquad e = \frac{1}{T} \sum_t g(u[t])\, k[t], \qquad
+            k[0] = \text{gain}, \; k[t] = \text{gain} + \beta\, k[t-1]\, \frac{\partial v}{\partial h}[t-1]
+
+        with g the surrogate derivative at u = h - threshold and k[t] = dh[t]/dc the membrane's derivative along a
+        constant input current c (dv/dh as in backward: 1 - theta g soft, (1 - s) + (v_reset - h) g hard, the g
+        terms 0 with ``detach_reset``). A fused backend accumulates both in its forward pass; the torch loop gets
+        them by forward-mode AD."""
+        with torch.no_grad():
+            fused = self._fused(x_seq, state, stats=True)
+            if fused is None:
+                return rate_statistics_by_forward_ad(functools.partial(super().forward, state=state), x_seq)
+            s, final, statistics = fused
+            return RateStatistics(s, final, statistics[0], statistics[1])
 
     def readout_form(self) -> LI:
         return LI(
@@ -153,7 +197,7 @@ class LIF(LI):
 
     def extra_repr(self) -> str:
         return (
-            f"threshold={float(self.threshold):.4g}, reset={self.reset}, decay_input={self.decay_input}, "
+            f"threshold={_describe(self.threshold)}, reset={self.reset}, decay_input={self.decay_input}, "
             f"detach_reset={self.detach_reset}, surrogate={self.surrogate.name}({self.surrogate.alpha}), "
             f"backend={self.backend}"
         )

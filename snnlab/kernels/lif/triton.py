@@ -1,7 +1,8 @@
 """Triton kernels of the LIF family: forward over all T in one launch, backward over all T in one launch.
 
 Each program owns BLOCK neurons and walks the time axis, the membrane in registers (float32 whatever the input
-dtype). Saved for backward: references to the input ``x`` and the initial membrane, plus the membrane at the start
+dtype); it reads each parameter once per neuron (``n mod len(p)``, see ``scan_op``: a 0-d parameter has length 1,
+which Triton specialises to a broadcast load). Saved for backward: references to the input ``x`` and the initial membrane, plus the membrane at the start
 of every K-step segment (``[ceil(T/K), N]`` float32, 4/K bytes per neuron-step: 0.5 at K = 8, where SpikingJelly
 keeps the pre-spike membrane, 4 bytes). The backward walks the segments from the last, recomputes a segment's K
 membranes forward from its checkpoint into registers (a tuple unrolled at compile time) and then runs back through
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import torch
 import triton
@@ -20,7 +22,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from .ops import define_lif_op
+from ..scan_op import define_scan_op
+from . import LIF_MODEL
 
 K = 8
 """Steps per checkpointed segment."""
@@ -31,7 +34,7 @@ NUM_WARPS = 4
 
 @triton.jit
 def _surrogate_grad(u, alpha, KIND: tl.constexpr):
-    """g(u) for surrogate ``KIND`` (ops.SURROGATE_IDS), in float32."""
+    """g(u) for surrogate ``KIND`` (scan_op.SURROGATE_IDS), in float32."""
     if KIND == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
         e = tl.exp(-tl.abs(alpha * u))
         g = alpha * e / ((1.0 + e) * (1.0 + e))
@@ -56,11 +59,11 @@ def _mul_rn(a, b):
 
 @triton.jit
 def _charge(v, x, beta, gain, EXACT: tl.constexpr):
-    """h = beta v + gain x rounded as the reference rounds it: two products and a sum, never a fused multiply-add
+    """h = beta v + gain x rounded as ``LIF.step`` rounds it: two products and a sum, never a fused multiply-add
     (Inductor compiles these kernels with its own options, fusion on). The interpreter (``EXACT`` false) computes
     the separate operations in numpy."""
     if EXACT:
-        h = _mul_rn(beta + tl.zeros_like(v), v) + _mul_rn(gain + tl.zeros_like(x), x)
+        h = _mul_rn(beta, v) + _mul_rn(gain, x)
     else:
         h = beta * v + gain * x
     return h
@@ -68,7 +71,7 @@ def _charge(v, x, beta, gain, EXACT: tl.constexpr):
 
 @triton.jit
 def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
-    """The membrane after the spike ``f`` (0.0 or 1.0), written as the reference writes it; every product here is
+    """The membrane after the spike ``f`` (0.0 or 1.0), written as ``LIF.step`` writes it; every product here is
     exact (a factor is 0 or 1), so a contraction cannot change it."""
     if SOFT:
         v = h - theta * f
@@ -78,21 +81,46 @@ def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _dv(h, f, sg, theta, v_reset, SOFT: tl.constexpr, DETACH: tl.constexpr):
+    """(dv/dh, dv/dtheta) of the reset at h with spike f and surrogate derivative sg (none through the reset with
+    ``DETACH``)."""
+    r = 0.0 if DETACH else sg
+    if SOFT:
+        dv_dh = 1.0 - theta * r
+        dv_dtheta = theta * r - f
+    else:
+        dv_dh = (1.0 - f) + (v_reset - h) * r
+        dv_dtheta = (h - v_reset) * r
+    return dv_dh, dv_dtheta
+
+
+@triton.jit
+def _param(ptr, n, mask, length):
+    """The parameter of each neuron n: ptr[n mod length]."""
+    return tl.load(ptr + n % length, mask=mask, other=0.0)
+
+
+@triton.jit
 def _forward_kernel(
-    x_ptr, v0_ptr, beta_ptr, gain_ptr, theta_ptr, s_ptr, v_ptr, ckpt_ptr, T, N, v_reset,
-    SOFT: tl.constexpr, SAVE: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr,
-    BLOCK: tl.constexpr,
+    x_ptr, v0_ptr, beta_ptr, gain_ptr, theta_ptr, beta_len, gain_len, theta_len, s_ptr, v_ptr, ckpt_ptr, stats_ptr,
+    T, N, v_reset, alpha,
+    SOFT: tl.constexpr, SAVE: tl.constexpr, HAS_V0: tl.constexpr, STATS: tl.constexpr, DETACH: tl.constexpr,
+    SURROGATE: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
-    beta = tl.load(beta_ptr)
-    gain = tl.load(gain_ptr)
-    theta = tl.load(theta_ptr)
+    alpha = tl.cast(alpha, tl.float32)
+    beta = _param(beta_ptr, n, mask, beta_len)
+    gain = _param(gain_ptr, n, mask, gain_len)
+    theta = _param(theta_ptr, n, mask, theta_len)
     if HAS_V0:
         v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
     else:  # at rest
         v = tl.zeros([BLOCK], tl.float32)
+    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dc along a constant input c
+    rate = tl.zeros([BLOCK], tl.float32)
+    eligibility = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -101,33 +129,41 @@ def _forward_kernel(
         if SAVE:
             tl.store(ckpt_ptrs, v, mask=mask)
             ckpt_ptrs += N
-        for k in tl.static_range(K):
-            live = zero + (seg * K + k) < T
+        for k_ in tl.static_range(K):
+            live = zero + (seg * K + k_) < T
             x = tl.load(x_ptrs, mask=mask & live, other=0.0).to(tl.float32)
             h = _charge(v, x, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
+            if STATS:
+                sg = _surrogate_grad(h - theta, alpha, SURROGATE)
+                kh = beta * k + gain
+                rate += tl.where(live, f, 0.0)
+                eligibility += tl.where(live, sg * kh, 0.0)
+                k = kh * _dv(h, f, sg, theta, v_reset, SOFT, DETACH)[0]
             v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
             tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
             x_ptrs += N
             s_ptrs += N
     tl.store(v_ptr + n, v.to(v_ptr.dtype.element_ty), mask=mask)
+    if STATS:
+        tl.store(stats_ptr + n, rate / T, mask=mask)
+        tl.store(stats_ptr + N + n, eligibility / T, mask=mask)
 
 
 @triton.jit
 def _backward_kernel(
-    gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, gx_ptr, gv0_ptr, acc_ptr,
-    T, N, v_reset, alpha,
+    gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, beta_len, gain_len, theta_len,
+    gx_ptr, gv0_ptr, gp_ptr, T, N, v_reset, alpha,
     SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
     PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    n = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
     alpha = tl.cast(alpha, tl.float32)
-    beta = tl.load(beta_ptr)
-    gain = tl.load(gain_ptr)
-    theta = tl.load(theta_ptr)
+    beta = _param(beta_ptr, n, mask, beta_len)
+    gain = _param(gain_ptr, n, mask, gain_len)
+    theta = _param(theta_ptr, n, mask, theta_len)
     if HAS_GV:
         a = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
     else:
@@ -156,15 +192,8 @@ def _backward_kernel(
             live = zero + t < T
             h = hs[k]
             u = h - theta
-            f = (u > 0).to(tl.float32)
             sg = _surrogate_grad(u, alpha, SURROGATE)
-            r = 0.0 if DETACH else sg
-            if SOFT:
-                dv_dh = 1.0 - theta * r
-                dv_dtheta = theta * r - f
-            else:
-                dv_dh = (1.0 - f) + (v_reset - h) * r
-                dv_dtheta = (h - v_reset) * r
+            dv_dh, dv_dtheta = _dv(h, (u > 0).to(tl.float32), sg, theta, v_reset, SOFT, DETACH)
             if HAS_GS:
                 g = tl.load(gs_ptr + t * gs_t + n * gs_n, mask=mask & live, other=0.0).to(tl.float32)
             else:
@@ -178,10 +207,10 @@ def _backward_kernel(
             a = tl.where(live, beta * gh, a)
     if HAS_V0:
         tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
-    if PARAM_GRADS:
-        tl.store(acc_ptr + pid * 3, tl.sum(tl.where(mask, acc_beta, 0.0), axis=0))
-        tl.store(acc_ptr + pid * 3 + 1, tl.sum(tl.where(mask, acc_gain, 0.0), axis=0))
-        tl.store(acc_ptr + pid * 3 + 2, tl.sum(tl.where(mask, acc_theta, 0.0), axis=0))
+    if PARAM_GRADS:  # per neuron; scan_op sums them to each parameter's length
+        tl.store(gp_ptr + n, acc_beta, mask=mask)
+        tl.store(gp_ptr + N + n, acc_gain, mask=mask)
+        tl.store(gp_ptr + 2 * N + n, acc_theta, mask=mask)
 
 
 def _interpreting() -> bool:
@@ -213,53 +242,48 @@ def _launch(N: int, device: torch.device) -> tuple[int, int]:
 
 
 def forward(
-    x: Tensor, v0: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v_reset: float, soft: bool, save: bool
-) -> tuple[Tensor, Tensor, Tensor]:
+    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    (v0,) = states
     T, N = x.shape
     spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
+    statistics = torch.empty((2 if stats else 0, N), dtype=torch.float32, device=x.device)
     block, warps = _launch(N, x.device)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
-        x, v0, beta, gain, threshold, spikes, v, ckpt, T, N, v_reset,
-        SOFT=soft, SAVE=save, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block, num_warps=warps,
-        enable_fp_fusion=False,
+        x, v0, *params, *(p.shape[0] for p in params), spikes, v, ckpt, statistics, T, N, o.v_reset, o.alpha,
+        SOFT=o.soft, SAVE=save, HAS_V0=v0.numel() > 0, STATS=stats, DETACH=o.detach_reset, SURROGATE=o.surrogate,
+        EXACT=_exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
-    return spikes, v, ckpt
+    return spikes, [v], ckpt, statistics
 
 
 def backward(
-    grad_spikes: Tensor | None,
-    grad_v: Tensor | None,
+    grad_out: Tensor | None,
+    grad_states: list[Tensor | None],
     x: Tensor,
-    v0: Tensor,
-    beta: Tensor,
-    gain: Tensor,
-    threshold: Tensor,
+    states: list[Tensor],
+    params: list[Tensor],
     saved: Tensor,
-    v_reset: float,
-    soft: bool,
-    detach_reset: bool,
-    surrogate: int,
-    alpha: float,
+    o: Any,
     param_grads: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, list[Tensor], Tensor]:
+    (grad_v,), (v0,) = grad_states, states
     T, N = x.shape
     block, warps = _launch(N, x.device)
-    programs = triton.cdiv(N, block)
-    gs = x if grad_spikes is None else grad_spikes
+    gs = x if grad_out is None else grad_out
     if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
         gs = gs.contiguous()
     gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
-    acc = torch.zeros((programs if param_grads else 1, 3), dtype=torch.float32, device=x.device)
-    wrap_triton(_backward_kernel)[(programs,)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, beta, gain, threshold,
-        gx, gv0, acc, T, N, v_reset, alpha,
-        SOFT=soft, DETACH=detach_reset, SURROGATE=surrogate, HAS_GS=grad_spikes is not None,
+    gp = torch.empty((3 if param_grads else 0, N), dtype=torch.float32, device=x.device)
+    wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
+        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
+        *(p.shape[0] for p in params), gx, gv0, gp, T, N, o.v_reset, o.alpha,
+        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
         HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
-        num_warps=warps,
-        enable_fp_fusion=False,
+        num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
-    return gx, gv0, acc.sum(0)
+    return gx, [gv0], gp
 
 
 def unsupported(device: str, dtype: torch.dtype) -> str | None:
@@ -271,4 +295,5 @@ def unsupported(device: str, dtype: torch.dtype) -> str | None:
     return None
 
 
-lif = define_lif_op("triton", forward, backward, saved_rows=_segments, triton=True)
+op = define_scan_op(LIF_MODEL, "triton", forward, backward, saved_rows=_segments, triton=True)
+"""``torch.ops.snnlab.lif_triton`` behind its ``ScanOp`` wrapper."""
