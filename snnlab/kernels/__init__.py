@@ -76,6 +76,8 @@ def fused_op(model: str, backend: str) -> ScanOp:
 
 
 def _pick(backend: str, model: str, device: str, dtype: torch.dtype, surrogate: str | None, reason: str | None) -> str:
+    if backend == "torch":
+        return backend
     if backend == "auto":
         preferred = "triton" if device == "cuda" else "numba"
         runs = reason is None and unsupported(preferred, device, dtype, surrogate, model) is None
