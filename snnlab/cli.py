@@ -53,12 +53,17 @@ def _main_process() -> bool:
 
 
 def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
-    """Run ``action``; print a ``SnnlabError`` as one message and exit with code 2."""
+    """Run ``action``; print a ``SnnlabError`` as one message and exit with code 2 (130 for Ctrl-C, 143 for
+    SIGTERM)."""
     try:
         return action()
     except Interrupted as exc:
         if _main_process():
             typer.echo(f"\n{exc}", err=True)
+        raise typer.Exit(exc.code) from None
+    except KeyboardInterrupt:
+        if _main_process():
+            typer.echo("\ninterrupted before a run folder was made; nothing was written", err=True)
         raise typer.Exit(130) from None
     except SnnlabError as exc:
         if isinstance(exc, ConfigError) and exc.source is None and source is not None:

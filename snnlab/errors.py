@@ -47,4 +47,13 @@ class DataFileError(SnnlabError):
 
 
 class Interrupted(SnnlabError):
-    """The user stopped a run (Ctrl-C); the message says where to resume it from."""
+    """The run was stopped by Ctrl-C (exit code 130) or SIGTERM (143, what batch schedulers send); the message says
+    where to resume it from."""
+
+    def __init__(self, message: str, code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM, so that it stops like Ctrl-C."""

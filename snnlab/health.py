@@ -17,11 +17,21 @@ from .errors import SnnlabError
 
 
 class NonFiniteError(SnnlabError):
-    """Training produced NaN or Inf; raised before the weights were updated with it."""
+    """Training produced NaN or Inf: in the loss, a gradient or a state (raised before the weights were updated
+    with it), or, with ``updated``, in the weights an update just made (nothing from it is ever saved)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, updated: bool = False) -> None:
         super().__init__(what)
         self.what = what
+        self.updated = updated
+
+
+def first_non_finite(named: Iterable[tuple[str, Tensor]]) -> str | None:
+    """The name of the first tensor holding NaN or Inf, or None (one sync in all)."""
+    named = list(named)
+    if not named or bool(all_finite([t for _, t in named])):
+        return None
+    return next(name for name, t in named if not torch.isfinite(t).all())
 
 
 def tensors_of(states: Any) -> list[Tensor]:

@@ -8,8 +8,11 @@ fixed by the seed, the epoch and the sample (``snnlab.sampling``), not by histor
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,8 +28,8 @@ from .checkpoint import Progress
 from .config import ExperimentConfig
 from .datasets import DATASETS, DatasetSplits
 from .distributed import Context, average_buffers, broadcast, broadcast_module, gather, setup, sum_across, teardown
-from .errors import ConfigError, Interrupted, SnnlabError
-from .health import NonFiniteError, locate_non_finite
+from .errors import ConfigError, Interrupted, SnnlabError, Terminated
+from .health import NonFiniteError, first_non_finite, locate_non_finite
 from .network import Network
 from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
@@ -176,9 +179,17 @@ class Training:
                 f"gradients that can be averaged); run it on one process, without --nproc"
             )
         self.folder = self._folder(resume)
+        try:
+            self._start(resume)
+        except KeyboardInterrupt as exc:
+            raise self.interrupted(exc) from None
+
+    def _start(self, resume: Path | None) -> None:
+        """Everything after the folder exists: restore or initialise, and the data loaders."""
+        cfg, ctx = self.cfg, self.ctx
         self.started = time.perf_counter()
         self.progress = Progress()
-        self.saved_at = "none was written yet"
+        self.saved_at: str | None = None
         fresh = not (resume is not None and self.folder.checkpoint.exists())
         if not fresh:
             self._restore()
@@ -197,18 +208,30 @@ class Training:
         if resume is not None:
             folder = RunFolder.existing(resume)
             if self.ctx.main:
+                folder.lock()
                 folder.discard_temporaries()
+                kept = folder.holds_results()
+                if not folder.checkpoint.exists() and kept:
+                    folder.release()
+                    raise SnnlabError(
+                        f"{folder.path}: no {folder.checkpoint.name} to resume from, but the folder holds results "
+                        f"({', '.join(kept)}) that a new start would overwrite; they are left as they are. Start a "
+                        f"new run (`snnlab run {folder.path / 'config.yaml'}`), or put the checkpoint back"
+                    )
             return folder
-        path = None
         if self.ctx.main:
             folder = RunFolder.create(self.cfg)
-            weights = checkpoint.tensor_bytes(self.network.state_dict()) + checkpoint.tensor_bytes(
-                self.rule.state_dict()
-            )
-            folder.check_space(8 * weights + 2**20)  # checkpoint with optimizer state, last, best, one temporary
-            folder.write_config(self.cfg, self.source)
-            path = folder.path
-        return RunFolder(broadcast(path, self.ctx))
+            try:
+                weights = checkpoint.tensor_bytes(self.network.state_dict()) + checkpoint.tensor_bytes(
+                    self.rule.state_dict()
+                )
+                folder.check_space(8 * weights + 2**20)  # checkpoint with optimizer state, last, best, one temporary
+                folder.write_config(self.cfg, self.source)
+            except BaseException:
+                folder.release()
+                raise
+        path = broadcast(folder.path if self.ctx.main else None, self.ctx)
+        return folder if self.ctx.main else RunFolder(path)
 
     def _restore(self) -> None:
         path = self.folder.checkpoint
@@ -243,12 +266,33 @@ class Training:
             self.folder.save_checkpoint(checkpoint.capture(config, self.network, self.rule, self.progress, rng))
         self.saved_at = self._position()
 
-    def non_finite(self, what: str, epoch: int, step: int, x: Tensor) -> SnnlabError:
+    def interrupted(self, signal: KeyboardInterrupt) -> Interrupted:
+        """The error that ends a stopped run: where its last checkpoint is and how to go on. Gives the folder's
+        lock back."""
+        self.folder.release()
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(signal, Terminated) else ("interrupted", 130)
+        path = self.folder.path
+        if getattr(self, "saved_at", None) is None:
+            return Interrupted(
+                f"{what} before the first checkpoint; `snnlab resume {path}` starts the run in {path} again", code
+            )
+        return Interrupted(
+            f"{what}; the last checkpoint ({self.saved_at}) is in {path}, and `snnlab resume {path}` continues from it",
+            code,
+        )
+
+    def non_finite(self, error: NonFiniteError, epoch: int, step: int, x: Tensor) -> SnnlabError:
         """The error that stops the run, naming where the value first appears."""
+        last = f"the last good checkpoint ({self.saved_at or 'none was written yet'}) is in {self.folder.path}"
+        if error.updated:
+            return SnnlabError(
+                f"{error.what} at epoch {epoch}, step {step} (is the learning rate or weight decay far too large?); "
+                f"nothing from that update was saved: {last}"
+            )
         where = locate_non_finite(self.network, x)
         return SnnlabError(
-            f"{what} at epoch {epoch}, step {step}; it first appears in {where}. The weights were not updated "
-            f"with it; the last good checkpoint ({self.saved_at}) is in {self.folder.path}"
+            f"{error.what} at epoch {epoch}, step {step}; it first appears in {where}. The weights were not "
+            f"updated with it; {last}"
         )
 
     def train_epoch(self, epoch: int, bar: tqdm) -> None:
@@ -261,9 +305,9 @@ class Training:
             try:
                 metrics = self.rule.train_step(self.network, (x, y))
             except NonFiniteError as exc:
-                raise self.non_finite(exc.what, epoch, step, x) from None
+                raise self.non_finite(exc, epoch, step, x) from None
             if not math.isfinite(metrics["loss"]):
-                raise self.non_finite(f"the loss became {metrics['loss']}", epoch, step, x)
+                raise self.non_finite(NonFiniteError(f"the loss became {metrics['loss']}"), epoch, step, x)
             n, keys = x.shape[1], list(metrics)
             *sums, seen = sum_across([metrics[k] * n for k in keys] + [n], self.ctx)
             p.sums = {k: p.sums.get(k, 0.0) + v for k, v in zip(keys, sums)}
@@ -296,6 +340,17 @@ class Training:
         if improved:
             p.best_value, p.best_epoch = value, epoch
         p.epoch, p.step, p.sums, p.seen = epoch + 1, 0, {}, 0
+        broken = first_non_finite(
+            (f"{owner}.{k}", t)
+            for owner, module in (("network", self.network), ("rule", self.rule))
+            for k, t in module.state_dict().items()
+            if t.is_floating_point()
+        )
+        if broken is not None:
+            raise SnnlabError(
+                f"{broken} is NaN or Inf at the end of epoch {epoch}; nothing of this epoch was saved: the last good "
+                f"checkpoint ({self.saved_at or 'none was written yet'}) is in {self.folder.path}"
+            )
         if self.ctx.main:
             self.folder.write_metrics(p.rows)
             self.folder.save_weights("last", self.network, self.rule, epoch, test)
@@ -364,16 +419,41 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path 
 
     With ``resume``, continue the run in that folder from its last checkpoint instead. Under
     torchrun, each process calls this; they train together and rank 0 writes the folder.
+    Ctrl-C and SIGTERM stop it as ``Interrupted`` (naming the last checkpoint); a second Ctrl-C while it
+    stops is ignored, so that the folder is left whole.
     """
-    ctx = setup(cfg.device)
-    try:
-        training = Training(cfg, source, ctx, resume)
+    with _signals_as_interrupts():
+        ctx = setup(cfg.device)
         try:
-            return training.fit(progress)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted; the last checkpoint ({training.saved_at}) is in {training.folder.path}, and "
-                f"`snnlab resume {training.folder.path}` continues from it"
-            ) from None
+            training = Training(cfg, source, ctx, resume)
+            try:
+                return training.fit(progress)
+            except KeyboardInterrupt as exc:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                raise training.interrupted(exc) from None
+            finally:
+                training.folder.release()
+        except Interrupted:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise
+        finally:
+            teardown(ctx)
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the main thread (a KeyboardInterrupt, so it stops the run like Ctrl-C); the
+    previous handlers of SIGTERM and SIGINT are put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate), signal.getsignal(signal.SIGINT)
+    try:
+        yield
     finally:
-        teardown(ctx)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

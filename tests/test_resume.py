@@ -65,7 +65,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(
     cfg = validate(stochastic(folder))
     with monkeypatch.context() as m:
         m.setattr(BPTT, "train_step", stops)
-        with pytest.raises(Interrupted, match=rf"`snnlab resume {folder}` continues from it"):
+        with pytest.raises(Interrupted, match=rf"`snnlab resume {folder}` (continues from it|starts the run)"):
             run(cfg, "test", progress=False)
     resumed = run(cfg, "test", progress=False, resume=folder)
     assert metrics(folder) == metrics(reference)

@@ -46,6 +46,7 @@ def test_run_folder_contents(quick_raw: dict) -> None:
         "curves.png",
         "raster.png",
         "membrane.png",
+        ".lock",
     }
     # the resolved config reproduces the experiment on its own
     assert validate(read_yaml(folder / "config.yaml")) == validate(quick_raw)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from .. import lifecycle
-from ..health import NonFiniteError, all_finite, tensors_of
+from ..health import NonFiniteError, all_finite, first_non_finite, tensors_of
 from ..network import Network
 from ..objectives import Objective
 from ..optim import TrainConfig, build_optimizer, build_scheduler
@@ -106,8 +106,7 @@ class GradientRule(Rule):
 
     def __init__(self, config: BaseModel, network: Network, objective: Objective, train: TrainConfig) -> None:
         super().__init__(config, network, objective, train)
-        named = [(f"network.{n}", p) for n, p in network.named_parameters() if p.requires_grad]
-        named += [(f"rule.{n}", p) for n, p in self.named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self._named_parameters(network) if p.requires_grad]
         self.optimizer = build_optimizer(named, train.optimizer)
         self.optimizers["network"] = self.optimizer
         scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs)
@@ -155,6 +154,13 @@ class GradientRule(Rule):
             optimizer.step()
         self._losses.clear()
         lifecycle.after_update(network)
+        broken = first_non_finite(self._named_parameters(network))
+        if broken is not None:
+            raise NonFiniteError(f"the update made {broken} NaN or Inf", updated=True)
+
+    def _named_parameters(self, network: Network) -> list[tuple[str, Tensor]]:
+        named = [(f"network.{n}", p) for n, p in network.named_parameters()]
+        return named + [(f"rule.{n}", p) for n, p in self.named_parameters()]
 
 
 def _average_gradients(params: list[nn.Parameter], local_ok: Tensor) -> list[Tensor]:
