@@ -65,12 +65,34 @@ def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
         if _main_process():
             typer.echo("\ninterrupted before a run folder was made; nothing was written", err=True)
         raise typer.Exit(130) from None
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        if _main_process():
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            typer.echo(
+                f"error: out of memory ({reason}); reduce data.batch_size, data.time_steps or the network's size",
+                err=True,
+            )
+        raise typer.Exit(2) from None
     except SnnlabError as exc:
         if isinstance(exc, ConfigError) and exc.source is None and source is not None:
             exc = exc.with_source(source)
         if _main_process():
             typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that an allocation failed (host or GPU memory)."""
+    import torch
+
+    text = str(exc)
+    return (
+        isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+        or "can't allocate memory" in text
+        or "out of memory" in text
+    )
 
 
 def _torchrun(nproc: int, argv: list[str]) -> None:

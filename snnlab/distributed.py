@@ -10,10 +10,10 @@ metrics are summed across processes, and only rank 0 writes files.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,6 +122,46 @@ def gather(obj: Any, ctx: Context) -> list[Any]:
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``snnlab ARGV`` as ``nproc`` processes on this machine through torchrun; returns its exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return subprocess.call([*command, "-m", "snnlab", *argv])
+    """Run ``snnlab ARGV`` as ``nproc`` processes on this machine through torchrun's launcher; returns 0, or the
+    exit code of the failed run (2 after snnlab's one-line message).
+
+    Only process 0 speaks: the others' output goes to log files, since what they would print when process 0
+    stops is only that their peer went away; a process other than 0 that fails alone has the end of its log
+    printed. torchrun's own report of a failed child is not printed.
+    """
+    import logging
+    import shutil
+    import tempfile
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N processes share the cores
+    logs = tempfile.mkdtemp(prefix="snnlab-processes-")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        logs_specs=DefaultLogsSpecs(log_dir=logs, redirects={rank: Std.ALL for rank in range(1, nproc)}),
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "snnlab", *argv)
+    except ChildFailedError as exc:
+        failures = dict(exc.failures)
+        rank, failure = (0, failures[0]) if 0 in failures else min(failures.items())
+        if rank != 0:
+            for log in sorted(Path(logs).rglob(f"{rank}/stderr.log")):
+                tail = log.read_text(errors="replace").strip().splitlines()[-20:]
+                print(f"error: process {rank} failed; the end of its output:", *tail, sep="\n", file=sys.stderr)
+        code = failure.exitcode
+        return 128 - code if code < 0 else code
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+    return 0
