@@ -227,6 +227,9 @@ class Training:
                 )
                 folder.check_space(8 * weights + 2**20)  # checkpoint with optimizer state, last, best, one temporary
                 folder.write_config(self.cfg, self.source)
+            except KeyboardInterrupt as exc:
+                self.folder = folder
+                raise self.interrupted(exc) from None
             except BaseException:
                 folder.release()
                 raise
@@ -272,6 +275,8 @@ class Training:
         self.folder.release()
         what, code = ("terminated (SIGTERM)", 143) if isinstance(signal, Terminated) else ("interrupted", 130)
         path = self.folder.path
+        if not (path / "config.yaml").exists():
+            return Interrupted(f"{what} while making the run folder {path}; nothing was trained: run it again", code)
         if getattr(self, "saved_at", None) is None:
             return Interrupted(
                 f"{what} before the first checkpoint; `snnlab resume {path}` starts the run in {path} again", code
