@@ -126,9 +126,8 @@ class _Exploit:
 
 def test_checkpoint_with_python_objects_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint that would run code when unpickled is refused and nothing runs."""
-    path = tmp_path / "checkpoint.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"format": 1, "payload": _Exploit()}, f, protocol=2)
+    path = tmp_path / "checkpoint.pt"  # with a valid trailer, as an attacker can write one
+    path.write_bytes(checkpoint.pack(pickle.dumps({"format": 1, "payload": _Exploit()}, protocol=2)))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SnnlabError, match="refused: the file holds Python objects"):
         checkpoint.load(path)
@@ -137,7 +136,7 @@ def test_checkpoint_with_python_objects_is_refused(tmp_path: Path, monkeypatch: 
 
 def test_truncated_checkpoint_is_named(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format": 1, "w": torch.ones(1000)}, path)
+    checkpoint.save(path, {"format": 1, "w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(SnnlabError, match=r"checkpoint.pt: not a readable checkpoint, truncated or corrupt"):
         checkpoint.load(path)
