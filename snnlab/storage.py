@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,8 +127,8 @@ def check_tensors(found: Mapping[str, Tensor], expected: Mapping[str, Tensor], w
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """The tensors and metadata of a safetensors file, after checking them against its ``snnlab.sha256`` digest.
 
-    A file without a digest (written by snnlab before digests) is read with a warning that it was not checked;
-    a digest that does not match, or a file safetensors cannot parse, is an error naming the file."""
+    A file without the digest (written by snnlab before digests, or whose header is damaged) is refused, as are
+    one whose digest does not match and one safetensors cannot parse: an error naming the file."""
     data = read_bytes(path, "safetensors checkpoint")
     try:
         tensors = load(data)
@@ -139,11 +138,11 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise SnnlabError(f"{path}: not a readable safetensors checkpoint, truncated or corrupt ({exc})") from None
     described = {k: v for k, v in metadata.items() if k != DIGEST_KEY}
     if DIGEST_KEY not in metadata:
-        warnings.warn(
-            f"{path}: has no {DIGEST_KEY} digest (written by an older snnlab); its tensors were loaded unchecked",
-            stacklevel=3,
+        raise SnnlabError(
+            f"{path}: not a readable safetensors checkpoint: it has no {DIGEST_KEY} digest to check its tensors "
+            f"against (written by snnlab before digests, or its header is damaged)"
         )
-    elif metadata[DIGEST_KEY] != weights_digest(tensors, described):
+    if metadata[DIGEST_KEY] != weights_digest(tensors, described):
         raise SnnlabError(
             f"{path}: not a readable safetensors checkpoint, corrupt: its tensors or metadata do not match the "
             f"{DIGEST_KEY} digest it was written with"
