@@ -124,8 +124,8 @@ def check_tensors(found: Mapping[str, Tensor], expected: Mapping[str, Tensor], w
         raise SnnlabError(f"{where}: checkpoint has tensor {extra[0]!r} that the network does not")
 
 
-def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The tensors and metadata of a safetensors file, after checking them against its ``snnlab.sha256`` digest.
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file, after checking them against its ``snnlab.sha256`` digest.
 
     A file without the digest (written by snnlab before digests, or whose header is damaged) is refused, as are
     one whose digest does not match and one safetensors cannot parse: an error naming the file."""
@@ -147,13 +147,13 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             f"{path}: not a readable safetensors checkpoint, corrupt: its tensors or metadata do not match the "
             f"{DIGEST_KEY} digest it was written with"
         )
-    return tensors, described
+    return tensors
 
 
 def load_weights(path: Path, modules: Mapping[str, nn.Module]) -> None:
     """Load safetensors written by ``save_weights`` into the same modules, after its digest is checked, naming
     the first tensor that is missing, extra or of another shape or dtype."""
-    tensors, _ = read_weights(path)
+    tensors = read_weights(path)
     expected = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
     check_tensors(tensors, expected, str(path))
     with torch.no_grad():
