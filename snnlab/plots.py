@@ -1,4 +1,7 @@
-"""Figures of a run: training curves, and a spike raster and membrane traces for one test sample."""
+"""Figures of a run: training curves, and a spike raster and membrane traces for one test sample.
+
+Each PNG is written through ``storage.atomic_write``, so a kill leaves the previous figure or none, never a
+0-byte one, and a full or read-only disk is reported as a ``SnnlabError`` naming the file."""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from .network import Network  # noqa: E402
 from .stateful import find_field  # noqa: E402
 from .stats import ActivityMonitor  # noqa: E402
+from .storage import atomic_write  # noqa: E402
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: Path, metric: str) -> None:
@@ -34,8 +39,15 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, metric: str) -> None
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically, then release it (also when the write fails)."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 @torch.no_grad()
@@ -57,8 +69,7 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
         axes[-1, 0].set_xlabel("time step")
         fig.suptitle("Spike raster, one test sample")
         fig.tight_layout()
-        fig.savefig(raster_path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, raster_path)
 
     traces: dict[int, list[Tensor]] = {}
     states = None
@@ -86,5 +97,4 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
     axes[-1, 0].set_xlabel("time step")
     fig.suptitle("Membrane after reset, one test sample")
     fig.tight_layout()
-    fig.savefig(membrane_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, membrane_path)

@@ -126,9 +126,8 @@ class _Exploit:
 
 def test_checkpoint_with_python_objects_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint that would run code when unpickled is refused and nothing runs."""
-    path = tmp_path / "checkpoint.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"format": 1, "payload": _Exploit()}, f, protocol=2)
+    path = tmp_path / "checkpoint.pt"  # with a valid trailer, as an attacker can write one
+    path.write_bytes(checkpoint.pack(pickle.dumps({"format": 1, "payload": _Exploit()}, protocol=2)))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SnnlabError, match="refused: the file holds Python objects"):
         checkpoint.load(path)
@@ -137,7 +136,7 @@ def test_checkpoint_with_python_objects_is_refused(tmp_path: Path, monkeypatch: 
 
 def test_truncated_checkpoint_is_named(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format": 1, "w": torch.ones(1000)}, path)
+    checkpoint.save(path, {"format": 1, "w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(SnnlabError, match=r"checkpoint.pt: not a readable checkpoint, truncated or corrupt"):
         checkpoint.load(path)
@@ -163,23 +162,22 @@ def test_resume_refuses_a_changed_config(reference: Path) -> None:
 # ---- a real `snnlab run` process, killed with SIGKILL --------------------------------------------------------------
 
 SLOW_CHECKPOINTS = """
-import io, os, sys, time
-import torch
+import os, pathlib, time
 
-real_save = torch.save
+real_write_bytes = pathlib.Path.write_bytes
 
-def slow_save(obj, f, *args, **kwargs):
+def slow_write_bytes(self, data):
+    if not self.name.startswith(".checkpoint.pt."):
+        return real_write_bytes(self, data)
     # write half the bytes, pause, then the rest: a kill during the pause leaves a half-written temporary
-    buffer = io.BytesIO()
-    real_save(obj, buffer, *args, **kwargs)
-    data = buffer.getvalue()
-    with open(f, "wb") as out:
+    with open(self, "wb") as out:
         out.write(data[: len(data) // 2])
         out.flush()
         time.sleep(float(os.environ["SNNLAB_TEST_PAUSE"]))
         out.write(data[len(data) // 2 :])
+    return len(data)
 
-torch.save = slow_save
+pathlib.Path.write_bytes = slow_write_bytes
 from snnlab.cli import app
 app(prog_name="snnlab")
 """

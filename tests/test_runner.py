@@ -187,17 +187,18 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
 
     from snnlab import checkpoint
 
-    real_save = torch.save
+    real_write = Path.write_bytes
     calls = {"n": 0}
 
-    def fills_the_disk(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            Path(f).write_bytes(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, f, *args, **kwargs)
+    def fills_the_disk(self: Path, data: bytes) -> int:
+        if self.name.startswith(".checkpoint.pt."):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                real_write(self, b"half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
 
-    monkeypatch.setattr(torch, "save", fills_the_disk)
+    monkeypatch.setattr(Path, "write_bytes", fills_the_disk)
     quick_raw["output"]["dir"] = str(tmp_path / "run")
     with pytest.raises(
         SnnlabError, match=r"checkpoint.pt: could not be written \(No space left on device\); the previous"
