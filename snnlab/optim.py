@@ -17,7 +17,7 @@ class ParamGroup(BaseModel):
     """Parameters whose name matches the glob ``params`` (``network.blocks.*.norm.*``, ``rule.*``), trained with
     their own ``lr`` and ``weight_decay`` (unset: the optimizer's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     params: str = Field(min_length=1)
     lr: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
@@ -27,7 +27,7 @@ class OptimizerConfig(BaseModel):
     """``{name: adam, lr: 1e-3}``; ``momentum`` and ``nesterov`` apply to SGD only. ``groups`` give parameters
     chosen by name their own settings; a parameter goes to the first group that matches it, else the default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -39,7 +39,7 @@ class OptimizerConfig(BaseModel):
 class SchedulerConfig(BaseModel):
     """Per-epoch learning-rate schedule: ``none``, ``cosine`` (to ``min_lr`` over the run) or ``step``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["none", "cosine", "step"] = "none"
     min_lr: float = Field(0.0, ge=0)
     step_size: int = Field(30, ge=1)
@@ -93,7 +93,7 @@ def build_scheduler(
 class TrainConfig(BaseModel):
     """The ``train`` section: how long, and with which optimizer and schedule."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     epochs: int = Field(20, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
