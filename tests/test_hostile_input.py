@@ -270,3 +270,21 @@ def test_label_out_of_range_names_the_file(tmp_path: Path) -> None:
         DataFileError, match=r"shd_train\.h5 \(part 1\): label 25 is not a class of SHD: expected 0 to 19"
     ):
         len(build_data(name="shd", root=str(root)).train)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.optimizer={name: sgd, lr: 1e300}", "train.optimizer.lr"),
+        ("train.optimizer.weight_decay=1e300", "train.optimizer.weight_decay"),
+        ("train.scheduler.min_lr=1e300", "train.scheduler.min_lr"),
+    ],
+)
+def test_step_sizes_beyond_float32_are_refused(override: str, key: str) -> None:
+    """SGD with ``lr: 1e300`` failed at its first update (torch cannot cast it to the float32 parameters); a
+    finite lr that fits is left to the gradient step's non-finite check."""
+    with pytest.raises(
+        ConfigError, match=rf"{key}: must be at most 3\.403e\+38, the largest float32 .*\(got .1e300.\)"
+    ):
+        load_experiment(None, [override])
+    assert load_experiment(None, ["train.optimizer={name: sgd, lr: 1e38}"])[0].train.optimizer.lr == 1e38
