@@ -217,7 +217,9 @@ def test_fifo_among_recordings_is_refused_without_opening_it(tmp_path: Path) -> 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(20)
     try:
-        with pytest.raises(DataFileError, match=rf"{re.escape(str(fifo))}: is a named pipe \(FIFO\), not a N-MNIST"):
+        with pytest.raises(
+            DataFileError, match=rf"{re.escape(str(fifo))}: is a named pipe \(FIFO\); expected a regular N-MNIST file"
+        ):
             len(build_data(name="nmnist", root=str(root)).train)
         with pytest.raises(DataFileError, match=rf"{re.escape(str(h5))}: is a named pipe \(FIFO\)"):
             len(build_data(name="shd", root=str(tmp_path)).train)

@@ -110,7 +110,7 @@ def regular_file(path: Path, title: str) -> None:
         what = "a device or socket"
     else:
         what = "missing (or a link to nothing)"
-    raise DataFileError(f"{path}: is {what}, not a {title} file; expected a regular file, as the download holds")
+    raise DataFileError(f"{path}: is {what}; expected a regular {title} file, as the download holds")
 
 
 class EventDataset(Dataset):
