@@ -9,9 +9,10 @@ the file, the key path and what was expected.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -150,7 +151,7 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    seed: int = Field(0, ge=-(2**63), lt=2**63, description="any 64-bit signed integer (what torch's seeding takes)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
@@ -233,6 +234,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
             parsed.append((key.split("."), yaml.safe_load(value) if value else None))
         except yaml.YAMLError as exc:
             raise ConfigError([(key, f"cannot read the value {value!r}: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError([(key, f"the value is nested too deeply (YAML lists or mappings {_TOO_DEEP})")]) from None
     return parsed
 
 
@@ -263,14 +266,24 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
+_TOO_DEEP = "more than a few hundred levels deep; an experiment needs a handful"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Safely load a YAML mapping; anything else is a ``ConfigError`` naming the file."""
+    """Safely load a YAML mapping; anything else (not UTF-8 text, not YAML, nested beyond Python's recursion limit)
+    is a ``ConfigError`` naming the file."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read the file: {exc.strerror}")], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("", f"not a text file: byte {exc.start} is not UTF-8; expected a YAML experiment file")], str(path)
+        ) from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError([("", f"nested too deeply (YAML lists or mappings {_TOO_DEEP})")], str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -286,9 +299,30 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def validate(raw: dict[str, Any], source: str | None = None) -> ExperimentConfig:
     """Validate a raw mapping against the schema, turning pydantic's errors into a ``ConfigError``."""
     try:
-        return experiment_schema().model_validate(raw)
+        config = experiment_schema().model_validate(raw)
     except ValidationError as exc:
         raise ConfigError([_describe(e, raw) for e in exc.errors()], source) from None
+    except RecursionError:
+        raise ConfigError([("", f"nested too deeply (lists or mappings {_TOO_DEEP})")], source) from None
+    issues = list(_non_finite(config, "", allowed=False))
+    if issues:
+        raise ConfigError(issues, source)
+    return config
+
+
+def _non_finite(value: Any, path: str, allowed: bool) -> Iterator[tuple[str, str]]:
+    """(key path, message) for each infinite or NaN number in a validated config whose field does not allow it
+    (``Field(allow_inf_nan=True)``): the finite-numbers rule of ``registry.OPTIONS_CONFIG`` applied to option
+    models that do not use those settings (a rule's or a plugin's own model)."""
+    if isinstance(value, BaseModel):
+        for name, field in type(value).model_fields.items():
+            ok = any(getattr(m, "allow_inf_nan", False) for m in field.metadata)
+            yield from _non_finite(getattr(value, name), f"{path}.{name}" if path else name, ok)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, f"{path}[{i}]", allowed)
+    elif isinstance(value, float) and not math.isfinite(value) and not allowed:
+        yield path, f"Input should be a finite number (got {value!r})"
 
 
 def load_experiment(spec: str | Path | None = None, overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, str]:

@@ -4,33 +4,47 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import nn
 
 from .errors import ConfigError
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _fits_float32(value: float) -> float:
+    """Refuse a learning rate or weight decay beyond float32: torch casts it to the parameters' dtype in every
+    update, and a larger one (``lr: 1e300``) fails there with an overflow, mid-run. Finite steps that still blow
+    the weights up are left to the gradient step's non-finite check."""
+    if value > FLOAT32_MAX:
+        raise ValueError(f"must be at most {FLOAT32_MAX:.4g}, the largest float32 (the parameters' precision)")
+    return value
+
+
+StepSize = Annotated[float, AfterValidator(_fits_float32)]
 
 
 class ParamGroup(BaseModel):
     """Parameters whose name matches the glob ``params`` (``network.blocks.*.norm.*``, ``rule.*``), trained with
     their own ``lr`` and ``weight_decay`` (unset: the optimizer's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     params: str = Field(min_length=1)
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
+    lr: StepSize | None = Field(None, gt=0)
+    weight_decay: StepSize | None = Field(None, ge=0)
 
 
 class OptimizerConfig(BaseModel):
     """``{name: adam, lr: 1e-3}``; ``momentum`` and ``nesterov`` apply to SGD only. ``groups`` give parameters
     chosen by name their own settings; a parameter goes to the first group that matches it, else the default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: StepSize = Field(1e-3, gt=0)
+    weight_decay: StepSize = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     groups: list[ParamGroup] = []
@@ -39,9 +53,9 @@ class OptimizerConfig(BaseModel):
 class SchedulerConfig(BaseModel):
     """Per-epoch learning-rate schedule: ``none``, ``cosine`` (to ``min_lr`` over the run) or ``step``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["none", "cosine", "step"] = "none"
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: StepSize = Field(0.0, ge=0)
     step_size: int = Field(30, ge=1)
     gamma: float = Field(0.1, gt=0)
 
@@ -93,7 +107,7 @@ def build_scheduler(
 class TrainConfig(BaseModel):
     """The ``train`` section: how long, and with which optimizer and schedule."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     epochs: int = Field(20, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()

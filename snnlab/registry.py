@@ -16,6 +16,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, crea
 
 T = TypeVar("T")
 
+OPTIONS_CONFIG = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+"""The pydantic settings of every options model: unknown keys refused, and no infinite or NaN number unless the
+field says so (``Field(allow_inf_nan=True)``, e.g. a leaky integrator's ``tau``): a non-finite option would
+otherwise reach the run as NaN weights or a config that never equals itself on resume."""
+
 _version = 0
 
 
@@ -113,7 +118,8 @@ def model_from_signature(
     exclude: tuple[str, ...] = (),
     base: type[BaseModel] | None = None,
 ) -> type[BaseModel]:
-    """A strict pydantic model of ``builder``'s keyword options plus the tag field ``key``."""
+    """A strict pydantic model (``OPTIONS_CONFIG``, or ``base``'s settings) of ``builder``'s keyword options plus
+    the tag field ``key``."""
     target = builder.__init__ if inspect.isclass(builder) else builder
     hints = typing.get_type_hints(target, include_extras=True)
     fields: dict[str, Any] = {key: (Literal[name], name)}  # type: ignore[valid-type]
@@ -127,5 +133,5 @@ def model_from_signature(
     if base is not None:
         return create_model(model_name, __base__=base, **fields)  # type: ignore[call-overload]
     return create_model(  # type: ignore[call-overload]
-        model_name, __config__=ConfigDict(extra="forbid", frozen=True, validate_default=True), **fields
+        model_name, __config__=OPTIONS_CONFIG, **fields
     )

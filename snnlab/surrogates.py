@@ -61,7 +61,7 @@ class _Heaviside(torch.autograd.Function):
 class Surrogate(BaseModel):
     """A pseudo-derivative g(u) of the Heaviside step, used in place of its true derivative."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     alpha: float = Field(gt=0)
 

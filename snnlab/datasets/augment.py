@@ -25,7 +25,7 @@ class AugmentOptions(BaseModel):
     at random, or not at all).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     random_crop: bool = False
     flip_lr: float = Field(0.0, ge=0, le=1)
     flip_ud: float = Field(0.0, ge=0, le=1)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
+
+from ..errors import ConfigError
+
+SAMPLE_BYTES_LIMIT = 2**30
+"""The most one sample ``[T, ...]`` may take as float32: more is a typo (``time_steps: 1e8``) that would otherwise
+end in the allocator, inside a loader worker, after the run has started."""
+
+LOADER_TIMEOUT_S = 600.0
+"""Seconds a DataLoader waits for a worker's batch before giving up (event data on a stalled disk or network
+mount), rather than hanging the run forever."""
 
 
 class DatasetSplits(NamedTuple):
@@ -16,12 +27,29 @@ class DatasetSplits(NamedTuple):
     input_shape: tuple[int, ...]
     num_classes: int
     loader_workers: int = 0  # DataLoader workers when data.num_workers is unset: 0 for in-memory data
+    loader_timeout_s: float = LOADER_TIMEOUT_S  # DataLoader(timeout=...) whenever it has workers
+
+
+def check_sample_size(key: str, time_steps: int, step_shape: tuple[int, ...]) -> None:
+    """Refuse a ``time_steps`` (the option at ``key``) whose sample ``[T, *step_shape]`` exceeds
+    ``SAMPLE_BYTES_LIMIT``, before anything is allocated."""
+    per_step = 4 * math.prod(step_shape)
+    if time_steps * per_step > SAMPLE_BYTES_LIMIT:
+        raise ConfigError(
+            [
+                (
+                    key,
+                    f"{time_steps} steps of {list(step_shape)} make one sample {time_steps * per_step / 2**30:.3g} GiB; "
+                    f"a sample may take 1 GiB, which is at most {SAMPLE_BYTES_LIMIT // per_step} steps here",
+                )
+            ]
+        )
 
 
 class DataOptions(BaseModel):
     """Options of the ``data`` section shared by every dataset; each dataset adds its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
     batch_size: int = Field(64, ge=1, description="per process when training on several")
     test_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
     num_workers: int | None = Field(None, ge=0, description="default: the dataset's (2 for event data, 0 in memory)")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import torch
 from pydantic import Field
 
-from .base import DatasetSplits
+from ..errors import ConfigError
+from .base import DatasetSplits, check_sample_size
 from .encoders import EncodedDataset, EncoderSpec
 
 
@@ -30,11 +32,13 @@ def digits(
     from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes a second to import
     from sklearn.model_selection import train_test_split
 
+    shape = (64,) if flatten else (1, 8, 8)
+    check_sample_size("data.time_steps", time_steps, shape)
     bunch = load_digits()
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target, dtype=torch.long)
-    shape = (64,) if flatten else (1, 8, 8)
     x = x.reshape(len(x), *shape)
+    _check_split(test_fraction, len(y), 10)
     train_idx, test_idx = train_test_split(
         torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=split_seed, stratify=y.numpy()
     )
@@ -45,3 +49,21 @@ def digits(
         input_shape=shape,
         num_classes=10,
     )
+
+
+def _check_split(test_fraction: float, n: int, classes: int) -> None:
+    """A stratified split needs one sample per class on each side: refuse a ``test_fraction`` that leaves fewer
+    (scikit-learn's own error would not name the key), saying the range that works for ``n`` samples."""
+    n_test = math.ceil(test_fraction * n)  # as train_test_split counts
+    if n_test < classes or n - n_test < classes:
+        low, high = classes / n, (n - classes) / n
+        raise ConfigError(
+            [
+                (
+                    "data.test_fraction",
+                    f"{test_fraction} holds out {n_test} of the {n} images and trains on {n - n_test}; the "
+                    f"stratified split needs at least one per class ({classes}) in each: use a value from "
+                    f"{math.ceil(low * 1e4) / 1e4} to {math.floor(high * 1e4) / 1e4}",
+                )
+            ]
+        )

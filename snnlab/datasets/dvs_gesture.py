@@ -18,7 +18,7 @@ import numpy as np
 from .augment import NO_AUGMENT, AugmentOptions
 from .base import DatasetSplits
 from .data_root import Expected
-from .event_dataset import EventSource, Sample, event_splits, naming, require_tonic
+from .event_dataset import EventSource, Sample, event_splits, naming, regular_file, require_tonic
 from .frames import DEFAULT_FRAMES, FrameOptions, Sensor
 
 URL = "https://ibm.ent.box.com/s/3hiq58ww1pbbjrinh367ykfdf60xsfm8/folder/50167556794"
@@ -84,7 +84,9 @@ def _recording(path: str) -> np.ndarray:
 def _list(folder: Path, split: str) -> list[Sample]:
     base = folder / "DvsGesture"
     samples = []
-    for name in (base / f"trials_to_{split}.txt").read_text().split():
+    trials = base / f"trials_to_{split}.txt"
+    regular_file(trials, "DVS128 Gesture trial list")
+    for name in trials.read_text().split():
         recording = base / name
         labels = recording.with_name(f"{recording.stem}_labels.csv")
         for needed in (recording, labels):

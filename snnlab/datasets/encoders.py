@@ -21,7 +21,7 @@ from ..registry import Registry
 class Encoder(BaseModel):
     """Static sample in, ``[T, ...]`` sequence out."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
 
     def __call__(self, x: Tensor, time_steps: int, generator: torch.Generator | None = None) -> Tensor:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataFileError, MissingDataError, SnnlabError
 from .augment import AugmentOptions
-from .base import DatasetSplits
+from .base import DatasetSplits, check_sample_size
 from .data_root import DataRoot, Expected, data_root, missing, missing_data_error
 from .frame_cache import DiskCache, digest
 from .frames import (
@@ -97,6 +97,22 @@ def naming(path: Path, title: str) -> Iterator[None]:
         ) from exc
 
 
+def regular_file(path: Path, title: str) -> None:
+    """Refuse anything but a regular file before it is opened (``stat`` opens nothing): reading a FIFO would block
+    the run forever, a device would never end, a directory is no recording."""
+    if path.is_file():
+        return
+    if path.is_fifo():
+        what = "a named pipe (FIFO)"
+    elif path.is_dir():
+        what = "a folder"
+    elif path.exists():
+        what = "a device or socket"
+    else:
+        what = "missing (or a link to nothing)"
+    raise DataFileError(f"{path}: is {what}; expected a regular {title} file, as the download holds")
+
+
 class EventDataset(Dataset):
     """One split of an event dataset, serving ``(frames, label)``: frames ``[T, C, H, W]`` or ``[T, N]``, float32.
 
@@ -153,6 +169,7 @@ class EventDataset(Dataset):
                 raise missing_data_error(s.title, s.name, self.root, self.folder, self.split, absent, s.note)
             with naming(self.folder, self.source.title):
                 samples = self.source.list_samples(self.folder, self.split)
+            self._check(samples)
             if not samples:
                 raise MissingDataError(
                     f"{self.source.name}: no {self.source.title} {self.split} recordings under {self.folder}; "
@@ -163,6 +180,20 @@ class EventDataset(Dataset):
                 self.cache.check_writable()
             self._samples = samples
         return self._samples
+
+    def _check(self, samples: list[Sample]) -> None:
+        """Refuse, naming the file, a listed sample that is not a regular file or whose label is not a class
+        (cross-entropy would fail later with an ``IndexError`` that names nothing)."""
+        title, n = self.source.title, self.source.num_classes
+        for path in dict.fromkeys(s.path for s in samples):
+            regular_file(path, title)
+        bad = next((s for s in samples if not 0 <= s.label < n), None)
+        if bad is not None:
+            where = f" (part {', '.join(map(str, bad.part))})" if bad.part else ""
+            raise DataFileError(
+                f"{bad.path}{where}: label {bad.label} is not a class of {title}: expected 0 to {n - 1}; "
+                "the file is damaged or not from this dataset"
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -198,6 +229,8 @@ class EventDataset(Dataset):
     def _events(self, sample: Sample) -> np.ndarray:
         """The sample's events after the deterministic transforms."""
         with naming(sample.path, self.source.title):
+            if sample.path.stat().st_size == 0:
+                raise ValueError("the file is empty (0 bytes)")
             return apply(self.prepare, self.source.read(sample, **self.source.options))
 
     def _to_frames(self, sample: Sample, events: np.ndarray) -> np.ndarray:
@@ -229,4 +262,5 @@ def event_splits(
     train = EventDataset(source, "train", located, frames, augment, cache_dir)
     test = EventDataset(source, test_split, located, frames, None, cache_dir)
     shape = input_shape(geometry(source.sensor, source.kind, frames).framed, source.kind)
+    check_sample_size("data.frames.time_steps", frames.time_steps, shape)
     return DatasetSplits(train, test, shape, source.num_classes, loader_workers=min(2, os.cpu_count() or 1))

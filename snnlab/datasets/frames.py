@@ -41,7 +41,7 @@ class FrameOptions(BaseModel):
     (tonic's ``Denoise``); ``binary`` serves 0/1 instead of event counts.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     time_steps: int = Field(16, ge=1, description="T, the number of frames")
     bin_ms: float | None = Field(None, gt=0, description="null: T bins spread over each recording")
     bin_by: Literal["time", "events"] = Field("time", description="with bin_ms null: equal durations or event counts")

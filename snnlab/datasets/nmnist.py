@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataFileError
 from .augment import NO_AUGMENT, AugmentOptions
 from .base import DatasetSplits
 from .data_root import Expected
@@ -21,8 +22,17 @@ FIRST_SACCADE_US = 100_000  # the cut-off of tonic's NMNIST(first_saccade_only=T
 
 
 def _list(folder: Path, split: str) -> list[Sample]:
+    """The ``.bin`` files of each class folder ``0`` to ``9``; any other folder there is an error naming it."""
     sub = folder / ("Train" if split == "train" else "Test")
-    return [Sample(p, int(p.parent.name)) for p in sorted(sub.glob("*/*.bin"))]
+    samples = []
+    for digit in sorted(p for p in sub.iterdir() if p.is_dir()):
+        if not (digit.name.isascii() and digit.name.isdigit()):
+            raise DataFileError(
+                f"{digit}: N-MNIST's {sub.name} folder holds one folder per class, named by its digit "
+                f"({sub / '0'} to {sub / '9'}); found {digit.name!r}: rename or remove it"
+            )
+        samples += [Sample(p, int(digit.name)) for p in sorted(digit.glob("*.bin"))]
+    return samples
 
 
 def _read(sample: Sample, first_saccade_only: bool) -> np.ndarray:

@@ -16,20 +16,29 @@ import numpy as np
 from .augment import NO_AUGMENT, AugmentOptions
 from .base import DatasetSplits
 from .data_root import Expected
-from .event_dataset import EventSource, Sample, event_splits, naming, require_tonic
+from .event_dataset import EventSource, Sample, event_splits, naming, regular_file, require_tonic
 from .frames import DEFAULT_FRAMES, FrameOptions, Sensor
 
 CHANNEL_EVENTS = np.dtype([("x", np.int16), ("t", np.int64), ("p", bool)])
 
+PROBE_ROWS = 16
+"""Rows, spread over a file, read when it is listed: all of them empty means the file's spike data is gone (a
+single empty row may be a silent recording, so it is served as one)."""
+
 
 def heidelberg_samples(path: Path) -> list[Sample]:
-    """One sample per row of an SHD/SSC file, labelled from its ``labels``."""
+    """One sample per row of an SHD/SSC file, labelled from its ``labels``; a file whose rows hold no spikes (probed
+    at ``PROBE_ROWS`` rows) is refused."""
     import h5py
 
+    regular_file(path, "Heidelberg spike")
     with naming(path, "Heidelberg spike"), h5py.File(path, "r") as f:
         labels = f["labels"][()]
         if len(f["spikes/times"]) != len(labels) or len(f["spikes/units"]) != len(labels):
             raise ValueError("spikes/times, spikes/units and labels differ in length")
+        probe = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), PROBE_ROWS)).astype(int))
+        if len(probe) and not any(len(f["spikes/times"][i]) for i in probe):
+            raise ValueError(f"none of {len(probe)} rows probed across the file holds a spike: its spike data is empty")
     return [Sample(path, int(label), (i,)) for i, label in enumerate(labels)]
 
 
@@ -43,6 +52,9 @@ def read_heidelberg(sample: Sample) -> np.ndarray:
         times, units = f["spikes/times"][row], f["spikes/units"][row]
     if len(times) != len(units):
         raise ValueError(f"row {row} has {len(times)} spike times but {len(units)} units")
+    if not np.isfinite(times).all() or (times < 0).any():
+        bad = times[~(np.isfinite(times) & (times >= 0))][:3].tolist()
+        raise ValueError(f"row {row} has spike times {bad}; expected finite times >= 0 (seconds)")
     return make_structured_array(units, times.astype(np.float64) * 1e6, True, dtype=CHANNEL_EVENTS)
 
 

@@ -15,9 +15,10 @@ from torch import Tensor
 
 from ..stateful import NoState, State, StatefulModule, detach_state
 
-validated = validate_call(config=ConfigDict(validate_default=True))
+validated = validate_call(config=ConfigDict(validate_default=True, allow_inf_nan=False))
 """Decorator for neuron constructors: Python arguments are checked like the YAML options
-(``LIF(reset="Soft")`` is refused, ``surrogate="atan"`` becomes the surrogate object)."""
+(``LIF(reset="Soft")`` and ``LIF(threshold=math.nan)`` are refused, ``surrogate="atan"`` becomes the surrogate
+object); infinity only where the annotation allows it (``TimeConstant``)."""
 
 
 class MembraneState(NamedTuple):

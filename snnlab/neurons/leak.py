@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 Discretization = Literal["exp", "euler"]
+
+TimeConstant = Annotated[float, Field(gt=0, allow_inf_nan=True)]
+"""A membrane time constant: positive, and ``.inf`` for no leak (beta = 1, a pure integrator: IF is LIF with it);
+the one option where infinity is meaningful, so it is exempt from the finite-numbers rule (NaN stays refused)."""
 
 
 def decay_factor(tau: float, dt: float, discretization: Discretization) -> float:
@@ -39,6 +44,11 @@ class Leak(nn.Module):
         self.dt = dt
         self.discretization = discretization
         beta = decay_factor(tau, dt, discretization)
+        if discretization == "exp" and beta == 0:  # its time constant is 0, which no neuron (nor readout) accepts
+            raise ValueError(
+                f"tau={tau}, dt={dt}: beta = exp(-dt/tau) underflows to 0; keep dt/tau below 700 "
+                "(euler with tau = dt gives beta = 0 exactly)"
+            )
         if not 0 <= beta <= 1:
             raise ValueError(
                 f"tau={tau}, dt={dt} with {discretization} discretisation gives beta={beta}, outside [0, 1]"

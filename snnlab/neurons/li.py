@@ -13,14 +13,14 @@ from pydantic import Field
 from torch import Tensor
 
 from .base import MembraneState, Neuron, validated
-from .leak import Discretization, Leak, charge
+from .leak import Discretization, Leak, TimeConstant, charge
 
 
 class LI(Neuron):
     """Leaky integrator; ``tau: .inf`` makes it a pure integrator.
 
     Args:
-        tau: membrane time constant in units of ``dt``.
+        tau: membrane time constant in units of ``dt``; ``.inf``: no leak.
         dt: the time step.
         discretization: ``exp`` or ``euler``, as for LIF.
         decay_input: scale the input by (1 - beta).
@@ -32,7 +32,7 @@ class LI(Neuron):
     @validated
     def __init__(
         self,
-        tau: Annotated[float, Field(gt=0)] = 2.0,
+        tau: TimeConstant = 2.0,
         dt: Annotated[float, Field(gt=0)] = 1.0,
         discretization: Discretization = "exp",
         decay_input: bool = True,

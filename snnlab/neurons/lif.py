@@ -58,7 +58,7 @@ from ..kernels.lif import lif_fused
 from ..kernels.rate import RateStatistics, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
-from .leak import Discretization
+from .leak import Discretization, TimeConstant
 from .li import LI
 
 Reset = Literal["soft", "hard"]
@@ -95,7 +95,7 @@ class LIF(LI):
     ``learn_tau=True`` gives PLIF, ``learn_threshold=True`` a learnable threshold.
 
     Args:
-        tau: membrane time constant, in units of ``dt`` (time steps by default).
+        tau: membrane time constant, in units of ``dt`` (time steps by default); ``.inf``: no leak (IF).
         dt: the time step.
         discretization: ``exp`` (beta = exp(-dt/tau)) or ``euler`` (beta = 1 - dt/tau, SpikingJelly's).
         threshold: firing threshold.
@@ -115,7 +115,7 @@ class LIF(LI):
     @validated
     def __init__(
         self,
-        tau: Annotated[float, Field(gt=0)] = 2.0,
+        tau: TimeConstant = 2.0,
         dt: Annotated[float, Field(gt=0)] = 1.0,
         discretization: Discretization = "exp",
         threshold: float = 1.0,
