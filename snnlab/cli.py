@@ -66,6 +66,10 @@ def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
             typer.echo("\ninterrupted before a run folder was made; nothing was written", err=True)
         raise typer.Exit(130) from None
     except (MemoryError, RuntimeError) as exc:
+        if "DataLoader timed out" in str(exc):
+            if _main_process():
+                typer.echo(f"error: reading the data stalled ({exc}); is a data file on a hung or slow disk?", err=True)
+            raise typer.Exit(2) from None
         if not _out_of_memory(exc):
             raise
         if _main_process():

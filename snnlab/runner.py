@@ -111,6 +111,7 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> 
             persistent_workers=workers > 0,
             pin_memory=ctx.device.type == "cuda",
             generator=torch.Generator(),
+            timeout=splits.loader_timeout_s if workers > 0 else 0,
         )
 
     train_sampler = EpochSampler(
