@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +35,7 @@ from .run_folder import RunFolder
 from .sampling import EpochSampler, SeededSamples
 from .seeding import rng_states, seed_everything, set_rng_states
 from .stats import ActivityMonitor, parameter_count
+from .stopping import interrupts_deferred, signals_as_interrupts
 
 
 @dataclass
@@ -265,10 +264,11 @@ class Training:
         """Every process's generators, gathered; rank 0 writes the file."""
         rng = gather(rng_states(), self.ctx)
         self.progress.seconds = time.perf_counter() - self.started
-        if self.ctx.main:
-            config = self.cfg.model_dump(mode="json")
-            self.folder.save_checkpoint(checkpoint.capture(config, self.network, self.rule, self.progress, rng))
-        self.saved_at = self._position()
+        with interrupts_deferred():  # the file and saved_at change together, whenever Ctrl-C comes
+            if self.ctx.main:
+                config = self.cfg.model_dump(mode="json")
+                self.folder.save_checkpoint(checkpoint.capture(config, self.network, self.rule, self.progress, rng))
+            self.saved_at = self._position()
 
     def interrupted(self, signal: KeyboardInterrupt) -> Interrupted:
         """The error that ends a stopped run: where its last checkpoint is and how to go on. Gives the folder's
@@ -428,7 +428,7 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path 
     Ctrl-C and SIGTERM stop it as ``Interrupted`` (naming the last checkpoint); a second Ctrl-C while it
     stops is ignored, so that the folder is left whole.
     """
-    with _signals_as_interrupts():
+    with signals_as_interrupts():
         ctx = setup(cfg.device)
         try:
             training = Training(cfg, source, ctx, resume)
@@ -444,22 +444,3 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path 
             raise
         finally:
             teardown(ctx)
-
-
-@contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` in the main thread (a KeyboardInterrupt, so it stops the run like Ctrl-C); the
-    previous handlers of SIGTERM and SIGINT are put back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate), signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])

@@ -176,3 +176,16 @@ def test_ctrl_c_during_start_up_names_the_folder(quick_raw: dict, tmp_path: Path
     else:  # the first checkpoint was written before the signal arrived
         assert process.returncode == 130 and "the last checkpoint (" in err, err
     assert "Traceback" not in err
+
+
+def test_a_signal_during_a_checkpoint_write_waits_for_it() -> None:
+    """Ctrl-C inside the deferred block is delivered when the block ends, not in the middle of it."""
+    from snnlab.stopping import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("the block finished")
+    assert done == ["the block finished"]
