@@ -301,7 +301,9 @@ def test_two_processes_follow_one_with_the_double_batch(trained: tuple[str, Path
         assert done.returncode == 0, done.stderr
     one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert [r["epoch"] for r in two] == [1.0, 2.0]
+    # A batch of 32 and one of 64 round their matrix products differently, so a spike at its threshold may flip:
+    # the curves agree to that rounding (a few samples), not bit for bit; unsynchronised replicas drift far apart.
     for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
-        assert b["train_accuracy"] == pytest.approx(a["train_accuracy"], abs=1e-9)
-        assert b["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=1e-9)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+        assert b["train_accuracy"] == pytest.approx(a["train_accuracy"], abs=3 / 1344)
+        assert b["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=3 / 450)
