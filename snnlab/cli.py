@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -87,6 +88,18 @@ def _report_errors(action: Callable[[], T], source: str | None = None) -> T:
         raise typer.Exit(2) from None
 
 
+def folder_label(overrides: list[str]) -> str:
+    """What the command line changed, short enough for a folder name: ``train.epochs=5 optimizer.lr=0.01`` gives
+    ``epochs5_lr0.01`` (output options left out)."""
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.startswith("output."):
+            continue
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]", "", key.rsplit(".", 1)[-1] + value))
+    return "_".join(p for p in parts if p)[:60]
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says that an allocation failed (host or GPU memory)."""
     import torch
@@ -111,9 +124,11 @@ def _report(result: RunResult) -> None:
         return
     s = result.summary
     key = s["best_metric"]
+    chosen = s[f"best_val_{key}"]
+    on = f"best on validation, {_format(key, chosen)}" if chosen is not None else "no validation split: the last"
     typer.echo(
-        f"test {key} {_format(key, s[f'test_{key}'])} (best {_format(key, s[f'best_test_{key}'])} at epoch "
-        f"{s['best_epoch']}), {s['wall_time_seconds']:.1f} s"
+        f"test {key} {_format(key, s[f'test_{key}'])} at the last epoch, {_format(key, s[f'best_test_{key}'])} at "
+        f"epoch {s['best_epoch']} ({on}); {s['wall_time_seconds']:.1f} s"
     )
     typer.echo(f"run folder: {result.run_dir}")
 
@@ -148,7 +163,8 @@ def run(config: ConfigArg = None, overrides: OverridesArg = None, quiet: QuietOp
     cfg, source = _report_errors(lambda: load_experiment(config, overrides))
     if nproc > 1:
         _torchrun(nproc, ["run", *([config] if config else []), *overrides, *(["--quiet"] if quiet else [])])
-    _report(_report_errors(lambda: run_experiment(cfg, source, progress=not quiet), source))
+    label = folder_label(overrides)
+    _report(_report_errors(lambda: run_experiment(cfg, source, progress=not quiet, label=label), source))
 
 
 @app.command()
@@ -222,8 +238,7 @@ def evaluate_run(
         load_weights(run_dir / f"{checkpoint}.safetensors", {"network": network, "rule": rule})
         network.to(ctx.device)
         rule.to(ctx.device)
-        _, test_loader = data_loaders(cfg, splits, ctx)
-        metrics, activity = evaluate(network, rule, test_loader, ctx)
+        metrics, activity = evaluate(network, rule, data_loaders(cfg, splits, ctx).test, ctx)
         test = {f"test_{k}": v for k, v in metrics.items()}
         typer.echo(json.dumps({"checkpoint": checkpoint, **test, **activity}, indent=2))
 

@@ -47,15 +47,17 @@ def is_leftover(path: Path) -> bool:
 class RunFolder:
     """One run's files, and the lock that keeps two processes from writing them at once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, made: bool = False) -> None:
         self.path = path
+        self.made = made
+        """Whether this process made the folder itself (so ``undo`` may remove it whole)."""
         self._lock: int | None = None
 
     @classmethod
-    def create(cls, cfg: ExperimentConfig) -> RunFolder:
+    def create(cls, cfg: ExperimentConfig, label: str = "") -> RunFolder:
         """A new, empty, writable folder, locked by this process: ``output.dir`` (which may exist, empty or holding
-        only what a killed start left) or a new ``<output.root>/<name>-<date-time>``; fails before training if it
-        cannot be made or written to."""
+        only what a killed start left) or a new ``<output.root>/<name>[-<label>]-<date-time>`` (the label says what
+        the command line changed); fails before training if it cannot be made or written to."""
         try:
             if cfg.output.dir is not None:
                 path = Path(cfg.output.dir)
@@ -67,10 +69,11 @@ class RunFolder:
                         f"{path}: output folder already holds files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
                         f"choose another output.dir, or continue that run with `snnlab resume {path}`"
                     )
+                made = not path.exists()
                 path.mkdir(parents=True, exist_ok=True)
             else:
-                path = _new_folder(Path(cfg.output.root), cfg.name)
-            folder = cls(path)
+                path, made = _new_folder(Path(cfg.output.root), f"{cfg.name}-{label}" if label else cfg.name), True
+            folder = cls(path, made)
             folder.lock()
             folder.discard_temporaries()
             probe = path / f".write-test.{os.getpid()}"
@@ -117,6 +120,17 @@ class RunFolder:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+    def undo(self) -> None:
+        """Remove what a start that failed before training wrote: the whole folder if this process made it, else
+        its config and leftovers (the folder was empty before). Gives the lock back."""
+        self.release()
+        if self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for path in self.path.iterdir():
+            if path.name == CONFIG or is_leftover(path):
+                path.unlink(missing_ok=True)
 
     def holds_results(self) -> list[str]:
         """The files of this folder besides its config and what snnlab leaves behind (what a fresh start would

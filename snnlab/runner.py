@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .builder import build_network, output_shape
 from .checkpoint import Progress
 from .config import ExperimentConfig
 from .datasets import DATASETS, DatasetSplits
+from .datasets.validation import with_validation
 from .distributed import Context, average_buffers, broadcast, broadcast_module, gather, setup, sum_across, teardown
 from .errors import ConfigError, Interrupted, SnnlabError, Terminated
 from .health import NonFiniteError, first_non_finite, locate_non_finite
@@ -70,7 +72,7 @@ class Experiment(NamedTuple):
 
 def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """The data, network and objective of ``cfg``, checked against each other and against the rule."""
-    splits = DATASETS.build(cfg.data)
+    splits = with_validation(DATASETS.build(cfg.data), cfg.data.validation_fraction, cfg.data.validation_seed)
     objective = OBJECTIVES.build(cfg.objective)
     rule = RULES.builder(cfg.rule.name)
     notes: list[str] = []
@@ -90,8 +92,17 @@ def build_rule(cfg: ExperimentConfig, network: Network, objective: Objective) ->
     return RULES.builder(cfg.rule.name)(cfg.rule, network, objective, cfg.train)
 
 
-def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> tuple[DataLoader, DataLoader]:
-    """This process's training batches (an ``EpochSampler``: call ``set_epoch`` first) and test batches.
+class Loaders(NamedTuple):
+    """This process's training batches (an ``EpochSampler``: call ``set_epoch`` first), and its share of the
+    validation (None without one) and test batches."""
+
+    train: DataLoader
+    validation: DataLoader | None
+    test: DataLoader
+
+
+def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> Loaders:
+    """The loaders of ``splits`` for this process.
 
     Each loader gets a generator of its own, so that making an iterator never draws from the global stream.
     Workers (``data.num_workers``, else the dataset's default) stay alive across epochs; batches are
@@ -113,13 +124,17 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> 
             timeout=splits.loader_timeout_s if workers > 0 else 0,
         )
 
+    def evaluation(dataset: Any) -> DataLoader:
+        sampler = EpochSampler(len(dataset), cfg.seed, shuffle=False, rank=ctx.rank, world=ctx.world)
+        return loader(dataset, sampler, data.test_batch_size or data.batch_size, False)
+
     train_sampler = EpochSampler(
         len(splits.train), cfg.seed, shuffle=True, rank=ctx.rank, world=ctx.world, drop_last=data.drop_last
     )
-    test_sampler = EpochSampler(len(splits.test), cfg.seed, shuffle=False, rank=ctx.rank, world=ctx.world)
-    return (
+    return Loaders(
         loader(splits.train, train_sampler, data.batch_size, data.drop_last),
-        loader(splits.test, test_sampler, data.test_batch_size or data.batch_size, False),
+        evaluation(splits.validation) if splits.validation is not None else None,
+        evaluation(splits.test),
     )
 
 
@@ -164,10 +179,16 @@ def _what_training_depends_on(config: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in config.items() if k != "device"}, "output": output}
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """One epoch's metrics as a line: ``epoch 3/20: loss 0.4123, train_accuracy 0.9012, ... (0.18 s)``."""
+    values = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds") and v is not None)
+    return f"epoch {row['epoch']}/{epochs}: {values} ({row['seconds']:.2f} s)"
+
+
 class Training:
     """One run in progress: its network, rule, data and folder, where it stands, and the loop that advances it."""
 
-    def __init__(self, cfg: ExperimentConfig, source: str, ctx: Context, resume: Path | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, source: str, ctx: Context, resume: Path | None, label: str = "") -> None:
         self.cfg, self.source, self.ctx = cfg, source, ctx
         seed_everything(cfg.seed)
         self.splits, self.network, objective, _ = build_experiment(cfg)
@@ -178,11 +199,16 @@ class Training:
                 f"rule {cfg.rule.name!r} cannot train on several processes (its updates are local, not "
                 f"gradients that can be averaged); run it on one process, without --nproc"
             )
+        self.label = label
         self.folder = self._folder(resume)
         try:
             self._start(resume)
         except KeyboardInterrupt as exc:
             raise self.interrupted(exc) from None
+        except Exception:
+            if resume is None and self.ctx.main:  # failed before training: leave no folder holding only a config
+                self.folder.undo()
+            raise
 
     def _start(self, resume: Path | None) -> None:
         """Everything after the folder exists: restore or initialise, and the data loaders."""
@@ -195,7 +221,7 @@ class Training:
             self._restore()
         elif ctx.world > 1:
             seed_everything(cfg.seed + ctx.rank)  # independent dropout on each process; data draws are per sample
-        self.train_loader, self.test_loader = data_loaders(cfg, self.splits, ctx)
+        self.train_loader, self.validation_loader, self.test_loader = data_loaders(cfg, self.splits, ctx)
         self.train_loader.sampler.set_epoch(1)
         self.steps_per_epoch = len(self.train_loader)
         if fresh and lifecycle.has_initializers(self.network):
@@ -220,7 +246,7 @@ class Training:
                     )
             return folder
         if self.ctx.main:
-            folder = RunFolder.create(self.cfg)
+            folder = RunFolder.create(self.cfg, self.label)
             try:
                 weights = checkpoint.tensor_bytes(self.network.state_dict()) + checkpoint.tensor_bytes(
                     self.rule.state_dict()
@@ -329,18 +355,25 @@ class Training:
         self.rule.end_epoch(self.network, TrainingBatches(self.train_loader, epoch, self.ctx.device))
         lifecycle.end_epoch(self.network, epoch, self.cfg.train.epochs)
         average_buffers(self.network, self.ctx)
+        validation = {}
+        if self.validation_loader is not None:
+            validation, _ = evaluate(self.network, self.rule, self.validation_loader, self.ctx)
         test, activity = evaluate(self.network, self.rule, self.test_loader, self.ctx)
         train = {k if k == "loss" else f"train_{k}": v / max(p.seen, 1) for k, v in p.sums.items()}
         row = {
             "epoch": epoch,
             **train,
+            **{f"val_{k}": v for k, v in validation.items()},
             **{f"test_{k}": v for k, v in test.items()},
             "firing_rate": activity["firing_rate"],
             "seconds": round(seconds, 3),
         }
         key, mode = self.rule.objective.best
-        value = test[key]
-        improved = p.best_value is None or (value > p.best_value if mode == "max" else value < p.best_value)
+        if validation:  # the best epoch is chosen on validation, never on test
+            value = validation[key]
+            improved = p.best_value is None or (value > p.best_value if mode == "max" else value < p.best_value)
+        else:  # nothing to choose on: the last epoch is the one kept
+            value, improved = None, True
         p.rows.append(row)
         p.activity = activity
         if improved:
@@ -366,12 +399,15 @@ class Training:
         return row
 
     def fit(self, show_progress: bool) -> RunResult:
-        """Train the remaining epochs, then write plots and the summary."""
+        """Train the remaining epochs, then write plots and the summary. With ``show_progress`` (on process 0) each
+        epoch ends with one line of its metrics on stderr, and a terminal also gets a progress bar (a file or pipe,
+        as on a cluster, gets the lines alone)."""
         epochs, p = self.cfg.train.epochs, self.progress
+        speak = show_progress and self.ctx.main
         bar = tqdm(
             total=epochs * self.steps_per_epoch,
             initial=min(p.epoch - 1, epochs) * self.steps_per_epoch + p.step,
-            disable=not (show_progress and self.ctx.main),
+            disable=not (speak and sys.stderr.isatty()),
             unit="batch",
             dynamic_ncols=True,
             mininterval=0.5,
@@ -381,7 +417,8 @@ class Training:
             bar.set_description(f"epoch {epoch}/{epochs}")
             self.train_epoch(epoch, bar)
             row = self.end_epoch(epoch, time.perf_counter() - epoch_start)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "firing_rate")})
+            if speak:
+                tqdm.write(epoch_line(row, epochs), file=sys.stderr)
         bar.close()
         summary = self.summary(time.perf_counter() - self.started)
         if self.ctx.main:
@@ -391,13 +428,18 @@ class Training:
     def summary(self, seconds: float) -> dict[str, Any]:
         p = self.progress
         key = self.rule.objective.best[0]
+        best = p.rows[p.best_epoch - 1]
         return {
             "experiment": self.cfg.name,
             "config": self.source,
             **{k: v for k, v in p.rows[-1].items() if k.startswith("test_")},
             "best_metric": key,
-            f"best_test_{key}": p.best_value,
             "best_epoch": p.best_epoch,
+            "best_chosen_on": "validation"
+            if self.validation_loader is not None
+            else "last epoch (no validation split)",
+            f"best_val_{key}": best.get(f"val_{key}"),
+            f"best_test_{key}": best[f"test_{key}"],
             "epochs": self.cfg.train.epochs,
             **p.activity,
             "parameters": parameter_count(self.network),
@@ -420,10 +462,13 @@ class Training:
         self.folder.write_summary(summary)
 
 
-def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path | None = None) -> RunResult:
+def run(
+    cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path | None = None, label: str = ""
+) -> RunResult:
     """Train and evaluate the experiment ``cfg`` (read from ``source``) and write its run folder.
 
-    With ``resume``, continue the run in that folder from its last checkpoint instead. Under
+    With ``resume``, continue the run in that folder from its last checkpoint instead. ``label`` goes into a new
+    folder's name (what the command line changed). Under
     torchrun, each process calls this; they train together and rank 0 writes the folder.
     Ctrl-C and SIGTERM stop it as ``Interrupted`` (naming the last checkpoint); a second Ctrl-C while it
     stops is ignored, so that the folder is left whole.
@@ -431,7 +476,7 @@ def run(cfg: ExperimentConfig, source: str, progress: bool = True, resume: Path 
     with signals_as_interrupts():
         ctx = setup(cfg.device)
         try:
-            training = Training(cfg, source, ctx, resume)
+            training = Training(cfg, source, ctx, resume, label)
             try:
                 return training.fit(progress)
             except KeyboardInterrupt as exc:

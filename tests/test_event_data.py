@@ -375,10 +375,10 @@ from snnlab.distributed import Context
 from snnlab.runner import build_experiment, data_loaders
 import torch
 
-cfg, _ = load_experiment("quickstart", ["data=nmnist", "data.root={root}", "data.batch_size=1", "data.cache=false",
+cfg, _ = load_experiment("quickstart", ["data=nmnist", "data.root={root}", "data.batch_size=1", "data.cache=false", "data.validation_fraction=0",
                                         "network.blocks.0={{flatten: true}}", "network.blocks.1.linear=10"])
 splits = build_experiment(cfg).splits
-train, _ = data_loaders(cfg, splits, Context(torch.device("cpu")))
+train = data_loaders(cfg, splits, Context(torch.device("cpu"))).train
 train.sampler.set_epoch(1)
 assert train.num_workers == 2 and train.persistent_workers
 try:

@@ -226,7 +226,7 @@ def rows(folder: Path) -> list[dict[str, float]]:
 @torch.no_grad()
 def predictions(cfg, network: Network, rule) -> Tensor:  # type: ignore[no-untyped-def]
     splits = build_experiment(cfg).splits
-    _, test = data_loaders(cfg, splits, Context(torch.device("cpu")))
+    test = data_loaders(cfg, splits, Context(torch.device("cpu"))).test
     network.eval()
     return torch.cat([rule.predict(network, to_device(x, y, torch.device("cpu"))[0]) for x, y in test])
 

@@ -53,7 +53,15 @@ def test_run_folder_contents(quick_raw: dict) -> None:
     with open(folder / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds"]
+    assert list(rows[0]) == [
+        "epoch",
+        "loss",
+        "train_accuracy",
+        "val_accuracy",
+        "test_accuracy",
+        "firing_rate",
+        "seconds",
+    ]
     summary = json.loads((folder / "summary.json").read_text())
     assert 0.5 < summary["test_accuracy"] <= 1.0
     assert summary["test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))
@@ -161,7 +169,7 @@ def test_non_finite_loss_stops_the_run(quick_raw: dict, monkeypatch: pytest.Monk
         return {**metrics, "loss": float("nan")} if calls["n"] > 25 else metrics
 
     monkeypatch.setattr(BPTT, "train_step", poisoned)
-    with pytest.raises(SnnlabError, match=r"loss became nan at epoch 2, step 3") as info:
+    with pytest.raises(SnnlabError, match=r"loss became nan at epoch 2, step 6") as info:
         run_raw(quick_raw)
     folder = Path(str(info.value).rsplit("in ", 1)[1])
     assert (folder / "last.safetensors").exists()

@@ -20,7 +20,8 @@ mount), rather than hanging the run forever."""
 
 
 class DatasetSplits(NamedTuple):
-    """Train and test sets of ``(x [T, ...], label)``, the per-step input shape and the class count."""
+    """Train and test sets of ``(x [T, ...], label)``, the per-step input shape and the class count; a validation
+    set when the source has one (else the runner holds one out of train: ``validation.with_validation``)."""
 
     train: Dataset
     test: Dataset
@@ -28,6 +29,7 @@ class DatasetSplits(NamedTuple):
     num_classes: int
     loader_workers: int = 0  # DataLoader workers when data.num_workers is unset: 0 for in-memory data
     loader_timeout_s: float = LOADER_TIMEOUT_S  # DataLoader(timeout=...) whenever it has workers
+    validation: Dataset | None = None
 
 
 def check_sample_size(key: str, time_steps: int, step_shape: tuple[int, ...]) -> None:
@@ -54,3 +56,9 @@ class DataOptions(BaseModel):
     test_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
     num_workers: int | None = Field(None, ge=0, description="default: the dataset's (2 for event data, 0 in memory)")
     drop_last: bool = Field(False, description="drop the last, incomplete training batch of each epoch")
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the training split held out to choose the best epoch; 0: none"
+    )
+    validation_seed: int = Field(
+        0, ge=0, lt=2**63, description="seed of that hold-out (fixed: every run validates alike)"
+    )
