@@ -1,4 +1,4 @@
-"""The ``snnlab`` command: run, resume, check and evaluate YAML experiments; list the datasets."""
+"""The ``snnlab`` command: run, resume, check and evaluate YAML experiments; list the datasets and the options."""
 
 from __future__ import annotations
 
@@ -246,6 +246,24 @@ def evaluate_run(
         typer.echo("error: --checkpoint must be best or last", err=True)
         raise typer.Exit(2)
     _report_errors(evaluate_checkpoint)
+
+
+@app.command(name="options")
+def list_options(
+    registry: Annotated[
+        str | None, typer.Argument(help="A registry: neuron, surrogate, rule, dataset, ...; none: list them all.")
+    ] = None,
+    name: Annotated[str | None, typer.Argument(help="An entry of the registry, e.g. lif; none: every entry.")] = None,
+) -> None:
+    """List the YAML keys of a registry entry with their types, defaults and meaning, e.g. `snnlab options neuron
+    lif`; without arguments, the registries and their entries."""
+    from .options import describe, overview
+
+    try:
+        typer.echo(overview() if registry is None else describe(registry, name))
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command(name="datasets")

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -28,6 +28,7 @@ from .objectives import OBJECTIVES
 from .optim import TrainConfig
 from .plugins import load_plugins
 from .rules import RULES
+from .surrogates import Surrogate
 from .synapses import NORMS, POST, RECURRENT, SYNAPSES
 
 
@@ -240,12 +241,26 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``key.path=value`` set (list entries by index: ``network.blocks.0.linear=64``)."""
+    """A copy of ``raw`` with each ``key.path=value`` set (list entries by index: ``network.blocks.0.linear=64``).
+
+    Setting the key that selects a registry entry (``network.neuron.model=if``, ``rule.name=...``) to another
+    entry drops the options the new entry does not accept; for an entry whose options mean something else in
+    each entry (a surrogate's ``alpha``) every option is dropped, so the new one starts from its own defaults.
+    Options set by the same command line are kept either way.
+
+    Example::
+
+        >>> raw = {"network": {"neuron": {"model": "lif", "tau": 2.0, "threshold": 0.5}, "blocks": [{"linear": 4}]}}
+        >>> apply_overrides(raw, ["network.neuron.model=if"])["network"]["neuron"]
+        {'model': 'if', 'threshold': 0.5}
+    """
     import copy
 
     raw = copy.deepcopy(raw)
+    given: list[list[str]] = []
     for path, value in parse_overrides(overrides):
         node: Any = raw
+        schema: Any = experiment_schema()
         for depth, part in enumerate(path):
             last = depth == len(path) - 1
             where = ".".join(path[: depth + 1])
@@ -258,12 +273,55 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             else:
                 raise ConfigError([(where, f"cannot set a key inside {type(node).__name__} value {node!r}")])
             if last:
+                if isinstance(node, dict) and node.get(index) != value:
+                    _drop_foreign_options(node, index, value, schema, path[:-1], given)
                 node[index] = value
             else:
+                inner = (
+                    _field_type(_entry_model(schema, node), index)
+                    if isinstance(node, dict)
+                    else _field_type(schema, index)
+                )
                 if isinstance(node, dict) and not isinstance(node.get(index), (dict, list)):
-                    node[index] = {} if node.get(index) is None else {"name": node[index]}
-                node = node[index]
+                    node[index] = {} if node.get(index) is None else {_tag_key(inner): node[index]}
+                node, schema = node[index], inner
+        given.append(path)
     return raw
+
+
+def _entry_model(tp: Any, node: dict[str, Any]) -> Any:
+    """The model of a raw mapping ``node`` of type ``tp``: for a tagged union, the member that ``node`` selects."""
+    key = _tag_key(tp)
+    return _member(tp, node.get(key)) or tp if key in node else tp
+
+
+def _tag_key(tp: Any) -> str:
+    """The key that selects an entry of the tagged union ``tp`` (``model`` for neurons), else ``name``."""
+    for member in typing.get_args(_strip(tp)) or (_strip(tp),):
+        model = _as_model(member)
+        if model is not None:
+            for key in _TAG_KEYS:
+                field = model.model_fields.get(key)
+                if field is not None and typing.get_origin(field.annotation) is Literal:
+                    return key
+    return "name"
+
+
+def _drop_foreign_options(
+    node: dict[str, Any], key: str, value: Any, tp: Any, at: list[str], given: list[list[str]]
+) -> None:
+    """``node[key] = value`` is about to select another entry of the tagged union ``tp``: remove the options of
+    the previous entry that the new one does not accept (all of them for a surrogate), except those set by an
+    earlier override of the same command line (paths in ``given``)."""
+    if key != _tag_key(tp) or key not in node:
+        return
+    model = _as_model(_member(tp, value))
+    if model is None:
+        return  # an unknown name: validation reports it
+    keep = set() if issubclass(model, Surrogate) else set(model.model_fields)
+    for option in [k for k in node if k != key and k not in keep]:
+        if not any(p[: len(at) + 1] == [*at, option] for p in given):
+            del node[option]
 
 
 _TOO_DEEP = "more than a few hundred levels deep; an experiment needs a handful"
@@ -333,7 +391,23 @@ def load_experiment(spec: str | Path | None = None, overrides: Sequence[str] = (
         raw = apply_overrides(raw, overrides)
     except ConfigError as exc:
         raise exc.with_source(f"{path} (command-line override)") from None
-    return validate(raw, str(path)), str(path)
+    try:
+        return validate(raw, str(path)), str(path)
+    except ConfigError as exc:
+        raise _blame_overrides(exc, overrides) from None
+
+
+def _blame_overrides(error: ConfigError, overrides: Sequence[str]) -> ConfigError:
+    """``error`` with each issue at (or under) a key set on the command line attributed to that override rather
+    than to the file; the file stays the source only while some issue is the file's own."""
+    keys = [(item, item.partition("=")[0].split(".")) for item in overrides]
+    issues, own = [], False
+    for where, message in error.issues:
+        parts = re.sub(r"\[(\d+)\]", r".\1", where).split(".")
+        item = next((i for i, k in reversed(keys) if parts[: len(k)] == k or k[: len(parts)] == parts), None)
+        own = own or item is None
+        issues.append((where, message if item is None else f"{message} (from the command-line override {item!r})"))
+    return ConfigError(issues, error.source if own else "command line")
 
 
 # --- turning pydantic's errors into messages about the user's keys ------------------------------

@@ -265,3 +265,76 @@ class Network(nn.Module):
         """One time step through all blocks; ``states=None`` starts from rest."""
         trace = self.trace_step(x_t, states)
         return trace.output, trace.states
+
+
+class Sequential(nn.Module):
+    """Layers in order, stateful or not, chained as ``torch.nn.Sequential`` chains stateless ones.
+
+    ``nn.Sequential`` cannot chain a stateful layer, which returns ``(output, state)``. Here each stateful layer
+    (a neuron, a block) gets its own state and passes its output on; a stateless layer (``nn.Linear``,
+    ``nn.Conv2d``, ``nn.Flatten``) runs folded over time. ``forward`` returns the output and the list of states
+    (None for a stateless layer), to pass back in to continue; nothing is kept on the modules between calls.
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from snnlab.network import Sequential
+        >>> from snnlab.neurons import LIF
+        >>> net = Sequential(nn.Flatten(), nn.Linear(64, 32), LIF(), nn.Linear(32, 10), LIF())
+        >>> out, states = net(torch.rand(8, 4, 1, 8, 8))          # [T, B, ...]
+        >>> out.shape
+        torch.Size([8, 4, 10])
+        >>> out_t, states = net.step(torch.rand(4, 1, 8, 8), states)   # one more step, continuing
+        >>> out_t.shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def initial_state(self, like: Tensor) -> list[Any]:
+        return [None] * len(self.layers)
+
+    def _run(self, x: Tensor, states: Sequence[Any] | None, step: bool) -> tuple[Tensor, list[Any]]:
+        states = list(states) if states is not None else [None] * len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if not is_stateful(layer):
+                x = layer(x) if step else fold(layer, x)
+            elif step:
+                x, states[i] = layer.step(x, layer.initial_state(x) if states[i] is None else states[i])
+            else:
+                x, states[i] = layer(x, states[i])
+        return x, states
+
+    def forward(self, x_seq: Tensor, states: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
+        """The output sequence ``[T, B, ...]`` and each layer's final state; ``states=None`` starts from rest."""
+        return self._run(x_seq, states, step=False)
+
+    def step(self, x_t: Tensor, states: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
+        """One time step ``[B, ...]``; ``states=None`` starts from rest."""
+        return self._run(x_t, states, step=True)
+
+
+class OutputOnly(nn.Module):
+    """A stateful layer that returns only its output, starting from rest at every call: for use inside
+    ``torch.nn.Sequential`` on whole sequences ``[T, B, ...]``. The state is dropped after each call, never kept
+    on the module; use ``Sequential`` to carry it from one call to the next.
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from snnlab.neurons import LIF
+        >>> net = nn.Sequential(nn.Linear(64, 10), OutputOnly(LIF()))
+        >>> net(torch.rand(8, 4, 64)).shape
+        torch.Size([8, 4, 10])
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        return self.layer(x_seq)[0]

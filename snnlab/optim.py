@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from .errors import ConfigError
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+ADAMW_WEIGHT_DECAY = 0.01
+"""``torch.optim.AdamW``'s default weight decay, the default of ``train.optimizer`` with ``name: adamw``."""
 
 
 def _fits_float32(value: float) -> float:
@@ -39,15 +41,31 @@ class ParamGroup(BaseModel):
 
 class OptimizerConfig(BaseModel):
     """``{name: adam, lr: 1e-3}``; ``momentum`` and ``nesterov`` apply to SGD only. ``groups`` give parameters
-    chosen by name their own settings; a parameter goes to the first group that matches it, else the default."""
+    chosen by name their own settings; a parameter goes to the first group that matches it, else the default.
+
+    ``weight_decay`` defaults to PyTorch's default for the optimizer: 0.01 for ``adamw`` (decoupled decay), 0 for
+    ``adam`` and ``sgd``.
+
+    Example::
+
+        >>> OptimizerConfig(name="adamw").weight_decay, OptimizerConfig(name="adam").weight_decay
+        (0.01, 0.0)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: StepSize = Field(1e-3, gt=0)
-    weight_decay: StepSize = Field(0.0, ge=0)
+    weight_decay: StepSize = Field(0.0, ge=0, description="default: 0.01 for adamw, 0 for adam and sgd")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     groups: list[ParamGroup] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_weight_decay(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "adamw" and "weight_decay" not in data:
+            return {**data, "weight_decay": ADAMW_WEIGHT_DECAY}
+        return data
 
 
 class SchedulerConfig(BaseModel):

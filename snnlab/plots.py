@@ -18,8 +18,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from .monitor import record  # noqa: E402
 from .network import Network  # noqa: E402
-from .stateful import find_field  # noqa: E402
 from .stats import ActivityMonitor  # noqa: E402
 from .storage import atomic_write  # noqa: E402
 
@@ -50,9 +50,64 @@ def save_figure(fig: Figure, path: Path) -> None:
         plt.close(fig)
 
 
+RASTER_NEURONS = 200
+"""The most neurons a raster shows per block: a larger block (a convolution's channels times pixels) is shown as a
+random subset of this many, drawn with a fixed seed, so that the spikes stay readable rather than a solid bar."""
+
+
+def raster_neurons(count: int, limit: int = RASTER_NEURONS, seed: int = 0) -> Tensor:
+    """The neurons (sorted indices) a raster of a block of ``count`` neurons shows: all, or ``limit`` of them drawn
+    at random with ``seed`` (the same ones in every plot of the run).
+
+    Example::
+
+        >>> raster_neurons(5).tolist()
+        [0, 1, 2, 3, 4]
+        >>> len(raster_neurons(10_000))
+        200
+    """
+    if count <= limit:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+def membrane_lines(
+    v: Tensor, output: bool, label: int | None, predicted: int | None, neurons: int
+) -> list[tuple[int, str]]:
+    """(neuron, legend) of the membrane traces to draw from ``v [T, N]``: for the output block the true class
+    (``label``) and the predicted one, else the ``neurons`` with the largest |v|.
+
+    Example::
+
+        >>> import torch
+        >>> membrane_lines(torch.zeros(4, 10), output=True, label=3, predicted=7, neurons=6)
+        [(3, 'class 3 (true)'), (7, 'class 7 (predicted)')]
+    """
+    if output and (label is not None or predicted is not None):
+        if label is not None and label == predicted:
+            return [(label, f"class {label} (true, predicted)")]
+        lines = [] if label is None else [(label, f"class {label} (true)")]
+        return lines + ([] if predicted is None else [(predicted, f"class {predicted} (predicted)")])
+    picks = v.abs().amax(0).argsort(descending=True)[:neurons]
+    return [(k, f"neuron {k}") for k in picks.tolist()]
+
+
 @torch.no_grad()
-def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_path: Path, neurons: int = 6) -> None:
-    """Raster of every spiking block and membrane traces of a few neurons, for one sample ``x_seq [T, 1, ...]``."""
+def plot_activity(
+    network: Network,
+    x_seq: Tensor,
+    raster_path: Path,
+    membrane_path: Path,
+    neurons: int = 6,
+    label: int | None = None,
+) -> None:
+    """Raster of every spiking block and membrane traces, for one sample ``x_seq [T, 1, ...]``.
+
+    A block of more than ``RASTER_NEURONS`` neurons is shown by a fixed random subset of them. The membranes are,
+    for the output block, those of the true class (``label``, when given) and of the predicted class (the largest
+    output summed over time: the ``spike_count`` and ``mean_membrane`` readouts' choice); for the first block, the
+    ``neurons`` with the largest |v|.
+    """
     network.eval()
     with ActivityMonitor(network, keep=True) as monitor:
         network(x_seq)
@@ -60,39 +115,37 @@ def plot_activity(network: Network, x_seq: Tensor, raster_path: Path, membrane_p
     if spiking:
         fig, axes = plt.subplots(len(spiking), 1, figsize=(8, 2.2 * len(spiking)), squeeze=False)
         for ax, activity in zip(axes[:, 0], spiking):
-            s = activity.records[0][:, 0].flatten(1)  # [T, N]
-            t, n = torch.nonzero(s, as_tuple=True)
-            ax.scatter(t.numpy(), n.numpy(), s=4, marker="|", color="black")
+            s = activity.records[0][:, 0].flatten(1).cpu()  # [T, N]
+            shown = raster_neurons(s.shape[1])
+            t, n = torch.nonzero(s[:, shown], as_tuple=True)
+            few = len(shown) <= 50
+            ax.scatter(t.numpy(), n.numpy(), s=6 if few else 2, marker="|", linewidths=1 if few else 0.5, color="black")
+            what = "neuron" if len(shown) == s.shape[1] else f"{len(shown)} of {s.shape[1]}\nneurons (random)"
             ax.set(
-                ylabel=f"block {activity.index}\nneuron", xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5)
+                ylabel=f"block {activity.index}\n{what}", xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, len(shown) - 0.5)
             )
         axes[-1, 0].set_xlabel("time step")
         fig.suptitle("Spike raster, one test sample")
         fig.tight_layout()
         save_figure(fig, raster_path)
 
-    traces: dict[int, list[Tensor]] = {}
-    states = None
-    for x_t in x_seq:
-        _, states = network.step(x_t, states)
-        for i, state in enumerate(states):
-            v = find_field(state, "v")
-            if v is not None:
-                traces.setdefault(i, []).append(v[0].flatten().cpu())
+    recording = record(network, x_seq)
+    traces = {i: v[:, 0].flatten(1).cpu() for i, v in enumerate(recording.fields) if v is not None}
     if not traces:
         return
-    shown = sorted(traces)[:1] + sorted(traces)[-1:] if len(traces) > 1 else sorted(traces)
-    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.6 * len(shown)), squeeze=False)
-    for ax, i in zip(axes[:, 0], shown):
-        v = torch.stack(traces[i])  # [T, N]
-        picks = v.abs().amax(0).argsort(descending=True)[:neurons]
-        for k in picks.tolist():
-            ax.plot(range(len(v)), v[:, k].numpy(), marker=".", label=f"neuron {k}")
+    predicted = int(recording.output[:, 0].flatten(1).sum(0).argmax())
+    last = len(recording.fields) - 1
+    shown_blocks = sorted(traces)[:1] + sorted(traces)[-1:] if len(traces) > 1 else sorted(traces)
+    fig, axes = plt.subplots(len(shown_blocks), 1, figsize=(8, 2.6 * len(shown_blocks)), squeeze=False)
+    for ax, i in zip(axes[:, 0], shown_blocks):
+        v = traces[i]  # [T, N]
+        for k, legend in membrane_lines(v, i == last, label, predicted, neurons):
+            ax.plot(range(len(v)), v[:, k].numpy(), marker=".", label=legend)
         neuron = getattr(network.blocks[i], "neuron", None)
         threshold = getattr(neuron, "threshold", None)
         if threshold is not None and neuron.spiking and torch.as_tensor(threshold).numel() == 1:
             ax.axhline(float(threshold), color="gray", linestyle="--", linewidth=1, label="threshold")
-        ax.set(ylabel=f"block {i}\nmembrane v")
+        ax.set(ylabel=f"block {i}{' (output)' if i == last else ''}\nmembrane v")
         ax.legend(fontsize=7, ncol=2)
     axes[-1, 0].set_xlabel("time step")
     fig.suptitle("Membrane after reset, one test sample")

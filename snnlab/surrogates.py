@@ -20,10 +20,11 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 from torch import Tensor
 
 from .registry import Registry
@@ -129,8 +130,64 @@ SURROGATES: Registry[Surrogate] = Registry("surrogate", key="name")
 for _cls in (Sigmoid, ATan, FastSigmoid, Triangle, Rectangle):
     SURROGATES.register(_cls.model_fields["name"].default, _cls, config=_cls)
 
-SurrogateSpec = SURROGATES.schema()
-"""The pydantic type of a surrogate option: a name or ``{name: ..., alpha: ...}``."""
+
+class FunctionSurrogate(Surrogate):
+    """A surrogate from any Python function ``g(u)`` of a tensor: what a neuron makes of ``surrogate=fn``.
+
+    Such a surrogate runs on the torch backend (the fused kernels know the registered ones only). ``alpha`` is
+    not used: give ``g`` its own sharpness.
+
+    Example::
+
+        >>> import torch
+        >>> from snnlab.neurons import LIF
+        >>> lif = LIF(surrogate=lambda u: torch.exp(-u.abs()))      # or FunctionSurrogate(function=...)
+        >>> u = torch.tensor([0.0, 1.0], requires_grad=True)
+        >>> lif.surrogate.spike(u).sum().backward()
+        >>> u.grad
+        tensor([1.0000, 0.3679])
+    """
+
+    name: Literal["function"] = "function"
+    alpha: float = Field(1.0, gt=0)
+    function: Callable[[Tensor], Tensor]
+
+    def derivative(self, u: Tensor) -> Tensor:
+        return self.function(u)
+
+
+def _own_surrogate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Let a neuron take a surrogate of the user's own: an instance of a ``Surrogate`` subclass that is not
+    registered (under a name of its own, since the fused kernels pick the registered ones by name), or a function
+    ``g(u)``; anything else is validated as a registered surrogate's name or options."""
+    if isinstance(value, Surrogate):
+        if value.name in SURROGATES and type(value) is not SURROGATES.builder(value.name):
+            raise ValueError(
+                f"{type(value).__name__} uses the name {value.name!r} of a registered surrogate, whose kernel the "
+                f"fused backends would run instead of its derivative; give it another name"
+            )
+        return value
+    if callable(value) and not isinstance(value, type):
+        return FunctionSurrogate(function=value)
+    return handler(value)
+
+
+SurrogateSpec = Annotated[SURROGATES.schema(), WrapValidator(_own_surrogate)]
+"""The pydantic type of a surrogate option: a name or ``{name: ..., alpha: ...}`` (in YAML), and from Python also a
+``Surrogate`` subclass's instance or a function ``g(u)`` (made a ``FunctionSurrogate``).
+
+Example of a surrogate of one's own::
+
+    >>> import torch
+    >>> from snnlab.neurons import LIF
+    >>> class Gaussian(Surrogate):
+    ...     name: Literal["gaussian"] = "gaussian"
+    ...     alpha: float = 1.0
+    ...     def derivative(self, u):
+    ...         return torch.exp(-(self.alpha * u) ** 2) * self.alpha / math.sqrt(math.pi)
+    >>> LIF(surrogate=Gaussian(alpha=2.0)).surrogate.name
+    'gaussian'
+"""
 
 
 def surrogate(spec: str | dict[str, Any] | Surrogate) -> Surrogate:

@@ -1,7 +1,20 @@
 """Datasets, registered under the names used in YAML (``data.name``); each builder returns ``DatasetSplits``.
 
 The event datasets read their files through tonic, imported only when one is built.
+
+The builders are validated like the YAML options, so they can be called from Python with their defaults or with
+names for their options (``encoder="poisson"`` becomes the encoder):
+
+Example::
+
+    >>> from snnlab.datasets import digits
+    >>> splits = digits(time_steps=4)
+    >>> x, label = splits.train[0]
+    >>> x.shape, splits.num_classes
+    (torch.Size([4, 64]), 10)
 """
+
+from pydantic import ConfigDict, validate_call
 
 from ..registry import Registry
 from .base import DataOptions, DatasetSplits
@@ -14,6 +27,13 @@ from .nmnist import nmnist
 from .shd import shd
 from .ssc import ssc
 
+_validated = validate_call(config=ConfigDict(validate_default=True, allow_inf_nan=False))
+# A builder's defaults are YAML spellings (``encoder="direct"``): validating the call turns them, and names given
+# from Python, into the objects the builder uses, as the schema does for YAML.
+cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc = (
+    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc)
+)
+
 DATASETS: Registry[DatasetSplits] = Registry("dataset", key="name", base=DataOptions)
 DATASETS.register("digits", digits)
 DATASETS.register("nmnist", nmnist)
@@ -23,4 +43,18 @@ DATASETS.register("ncars", ncars)
 DATASETS.register("shd", shd)
 DATASETS.register("ssc", ssc)
 
-__all__ = ["DATASETS", "ENCODERS", "DataOptions", "DatasetSplits", "EncodedDataset", "Encoder"]
+__all__ = [
+    "DATASETS",
+    "ENCODERS",
+    "DataOptions",
+    "DatasetSplits",
+    "EncodedDataset",
+    "Encoder",
+    "cifar10_dvs",
+    "digits",
+    "dvs_gesture",
+    "ncars",
+    "nmnist",
+    "shd",
+    "ssc",
+]
