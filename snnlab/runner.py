@@ -456,9 +456,10 @@ class Training:
             from .plots import plot_activity, plot_curves
 
             plot_curves(self.progress.rows, self.folder.path / "curves.png", self.rule.objective.best[0])
-            x, _ = self.splits.test[0]
+            x, y = self.splits.test[0]
             path = self.folder.path
-            plot_activity(self.network, x.unsqueeze(1).to(self.ctx.device), path / "raster.png", path / "membrane.png")
+            sample = x.unsqueeze(1).to(self.ctx.device)
+            plot_activity(self.network, sample, path / "raster.png", path / "membrane.png", label=int(y))
         self.folder.write_summary(summary)
 
 

@@ -40,7 +40,7 @@ def test_non_finite_update_is_never_saved(quick_raw: dict, tmp_path: Path, monke
     monkeypatch.setattr(torch.optim.Adam, "step", exploding)
     quick_raw["output"]["dir"] = str(tmp_path / "run")
     with pytest.raises(
-        SnnlabError, match=r"the update made network\.blocks\.0\.synapse\.weight NaN or Inf at epoch 2, step 7"
+        SnnlabError, match=r"the update made network\.blocks\.0\.synapse\.weight NaN or Inf at epoch 2, step \d+"
     ) as info:
         run(validate(quick_raw), "test", progress=False)
     assert "nothing from that update was saved: the last good checkpoint (end of epoch 1)" in str(info.value)
