@@ -172,8 +172,12 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `snnlab run`.")],
     quiet: QuietOpt = False,
     nproc: NprocOpt = 1,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Train on to this many epochs in all (more than the run has).")
+    ] = None,
 ) -> None:
-    """Continue a stopped run from its last checkpoint, with the config in its folder.
+    """Continue a stopped run from its last checkpoint, with the config in its folder; or, with --epochs, extend a
+    finished (or stopped) run to more epochs.
 
     The finished run has the same metrics as one that was never stopped (on the CPU: bit for bit).
     A run trained on N processes resumes with --nproc N.
@@ -185,6 +189,12 @@ def resume(
     folder = _report_errors(lambda: RunFolder.existing(run_dir))
     source = str(folder.path / CONFIG)
     cfg = _report_errors(lambda: validate(read_yaml(Path(source)), source))
+    if epochs is not None:
+        if epochs <= cfg.train.epochs:
+            typer.echo(f"error: --epochs {epochs}: the run already has {cfg.train.epochs}; give more", err=True)
+            raise typer.Exit(2)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
+        _report_errors(lambda: folder.write_config(cfg, source))
     if nproc > 1:
         _torchrun(nproc, ["resume", str(run_dir), *(["--quiet"] if quiet else [])])
     _report(_report_errors(lambda: run_experiment(cfg, source, progress=not quiet, resume=folder.path), source))

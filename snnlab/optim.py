@@ -123,9 +123,11 @@ def build_scheduler(
 
 
 class TrainConfig(BaseModel):
-    """The ``train`` section: how long, and with which optimizer and schedule."""
+    """The ``train`` section: how long, with which optimizer and schedule, and from which weights (``init``: a run
+    folder, whose ``best.safetensors`` is taken, or a ``.safetensors`` file: fine-tuning a finished run)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     epochs: int = Field(20, ge=1)
+    init: str | None = Field(None, description="start from these network weights: a run folder or a .safetensors file")
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()

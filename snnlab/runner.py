@@ -185,6 +185,31 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     return f"epoch {row['epoch']}/{epochs}: {values} ({row['seconds']:.2f} s)"
 
 
+def stretch_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
+    """A cosine schedule of an extended run, set as if it had been planned for ``epochs`` from the start (its
+    learning rate at the current epoch by the closed form); schedules that do not depend on the length stay."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    scheduler.T_max = epochs
+    phase = (1 + math.cos(math.pi * scheduler.last_epoch / epochs)) / 2
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = scheduler.eta_min + (group["initial_lr"] - scheduler.eta_min) * phase
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def load_network_weights(path: Path, network: Network) -> None:
+    """The network's tensors from ``path`` (a run folder's ``best.safetensors``, or a weights file), checked by
+    name, shape and dtype; the rule's state in the file is not used."""
+    from .storage import check_tensors, read_weights
+
+    if path.is_dir():
+        path = path / "best.safetensors"
+    tensors = {k.removeprefix("network."): v for k, v in read_weights(path).items() if k.startswith("network.")}
+    check_tensors(tensors, network.state_dict(), f"{path} (train.init)")
+    with torch.no_grad():
+        network.load_state_dict(tensors)
+
+
 class Training:
     """One run in progress: its network, rule, data and folder, where it stands, and the loop that advances it."""
 
@@ -224,7 +249,9 @@ class Training:
         self.train_loader, self.validation_loader, self.test_loader = data_loaders(cfg, self.splits, ctx)
         self.train_loader.sampler.set_epoch(1)
         self.steps_per_epoch = len(self.train_loader)
-        if fresh and lifecycle.has_initializers(self.network):
+        if fresh and cfg.train.init is not None:
+            load_network_weights(Path(cfg.train.init), self.network)
+        elif fresh and lifecycle.has_initializers(self.network):
             x, y = to_device(*next(iter(self.train_loader)), ctx.device)
             lifecycle.initialize(self.network, x)
         if fresh:
@@ -265,9 +292,11 @@ class Training:
     def _restore(self) -> None:
         path = self.folder.checkpoint
         state = checkpoint.load(path)
-        changed = checkpoint.first_difference(
-            _what_training_depends_on(state["config"]), _what_training_depends_on(self.cfg.model_dump(mode="json"))
-        )
+        before, now = state["config"], self.cfg.model_dump(mode="json")
+        extended = now["train"]["epochs"] > before["train"]["epochs"]
+        if extended:  # more epochs is the one change a run may take: it goes on past where it ended
+            before = {**before, "train": {**before["train"], "epochs": now["train"]["epochs"]}}
+        changed = checkpoint.first_difference(_what_training_depends_on(before), _what_training_depends_on(now))
         if changed is not None:
             raise SnnlabError(
                 f"{self.folder.path / 'config.yaml'}: {changed} differs from the config the checkpoint was trained "
@@ -278,6 +307,9 @@ class Training:
                 f"{path}: written by a run on {len(state['rng'])} process(es); resume it with --nproc {len(state['rng'])}"
             )
         self.progress = checkpoint.restore(state, path, self.network, self.rule)
+        if extended:
+            for scheduler in self.rule.schedulers.values():
+                stretch_schedule(scheduler, self.cfg.train.epochs)
         set_rng_states(state["rng"][self.ctx.rank])
         self.saved_at = self._position()
         self.started -= self.progress.seconds  # wall time counts earlier sessions too

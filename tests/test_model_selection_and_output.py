@@ -78,3 +78,23 @@ def test_a_start_that_fails_leaves_no_folder(quick_raw: dict, tmp_path: Path, mo
     with pytest.raises(SnnlabError, match="could not be loaded"):
         run(validate(quick_raw), "test", progress=False)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_finished_run_extends_and_fine_tunes(quick_raw: dict, tmp_path: Path) -> None:
+    """resume --epochs N trains on past the end (the cosine schedule as if planned for N: a learning rate left
+    to climb from 0 would not move); train.init starts a new run from a finished run's weights."""
+    from typer.testing import CliRunner
+
+    from snnlab.cli import app
+
+    quick_raw["output"] = {"dir": str(tmp_path / "a"), "plots": False}
+    first = run(validate(quick_raw), "test", progress=False)
+    extended = CliRunner().invoke(app, ["resume", str(first.run_dir), "--epochs", "3", "-q"])
+    assert extended.exit_code == 0, extended.stderr
+    rows = (first.run_dir / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"] and rows[3].split(",")[1] != rows[2].split(",")[1]
+    assert CliRunner().invoke(app, ["resume", str(first.run_dir), "--epochs", "2"]).exit_code == 2
+    quick_raw["output"] = {"dir": str(tmp_path / "b"), "plots": False}
+    quick_raw["train"] = {**quick_raw["train"], "epochs": 1, "init": str(first.run_dir)}
+    tuned = run(validate(quick_raw), "test", progress=False)
+    assert tuned.metrics[0]["loss"] < first.metrics[0]["loss"]  # it starts where the first run's best was
