@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +23,12 @@ import numba
 import numpy as np
 import torch
 from numba import prange, types
+from numba.core import event
 from numba.extending import overload
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..scan_op import define_scan_op
+from ..scan_op import SURROGATE_IDS, define_scan_op
 from . import LIF_MODEL
 
 BUFFER = 131072
@@ -153,6 +157,39 @@ def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, al
         statistics[1, i] = acc[1, i] / F32(T)
 
 
+class _CompileNotice(event.Listener):
+    """Says on stderr when one of ``_KERNELS`` compiles, and how long it took: the first run after installing
+    compiles each for ~10 s at "epoch 1: 0%", which looks like a hang. Later runs load them from Numba's disk
+    cache (no compile event), silently."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+
+    def on_start(self, ev: event.Event) -> None:
+        name = _KERNELS.get(id(ev.data["dispatcher"]))
+        if name is not None:
+            self.started[id(ev.data["dispatcher"])] = time.perf_counter()
+            tqdm.write(f"snnlab: compiling the Numba kernel {name} (once; it is cached on disk) ...", file=sys.stderr)
+
+    def on_end(self, ev: event.Event) -> None:
+        started = self.started.pop(id(ev.data["dispatcher"]), None)
+        if started is not None:
+            name = _KERNELS[id(ev.data["dispatcher"])]
+            tqdm.write(f"snnlab: compiled {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+_KERNELS: dict[int, str] = {}
+"""id of each kernel's dispatcher: its name in ``_CompileNotice``'s messages."""
+event.register("numba:compile", _CompileNotice())
+
+
+def _named(kernel: Any, direction: str, kind: int) -> Any:
+    """``kernel``, entered in ``_KERNELS`` as the LIF ``direction`` with surrogate ``kind`` (-1: none)."""
+    surrogate = {v: k for k, v in SURROGATE_IDS.items()}.get(kind)
+    _KERNELS[id(kernel)] = f"LIF {direction}" + (f" ({surrogate} surrogate)" if surrogate else "")
+    return kernel
+
+
 @functools.cache
 def _forward_kernel(kind: int) -> Callable[..., None]:
     """The forward, and with a surrogate ``kind`` >= 0 the rate and eligibility accumulated along (the surrogate a
@@ -174,7 +211,7 @@ def _forward_kernel(kind: int) -> Callable[..., None]:
                 for t in range(T):
                     _step_row(x[t, n0:n1], vc, spikes[t, n0:n1], b, g, th, hard, v_reset, True)
 
-    return forward
+    return _named(forward, "forward", kind)
 
 
 @functools.cache
@@ -233,7 +270,7 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
             if param_grads:
                 gp[:, n0:n1] = sums
 
-    return backward
+    return _named(backward, "backward", kind)
 
 
 def _use_torch_threads() -> None:
