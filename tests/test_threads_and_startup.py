@@ -80,8 +80,8 @@ def test_first_compile_is_announced_and_a_warm_start_is_silent(tmp_path: Path) -
     cold = _python(LIF_FORWARD_BACKWARD, NUMBA_CACHE_DIR=str(tmp_path))
     assert cold.returncode == 0, cold.stderr[-3000:]
     assert "snnlab: compiling the Numba kernel LIF forward" in cold.stderr
-    assert re.search(r"snnlab: compiled LIF forward( \(one thread\))? in \d+\.\d s", cold.stderr)
-    assert re.search(r"snnlab: compiled LIF backward \(atan surrogate(, one thread)?\) in \d+\.\d s", cold.stderr)
+    assert re.search(r"snnlab: compiled LIF forward( \(serial\))? in \d+\.\d s", cold.stderr)
+    assert re.search(r"snnlab: compiled LIF backward \(atan surrogate(, serial)?\) in \d+\.\d s", cold.stderr)
     warm = _python(LIF_FORWARD_BACKWARD, NUMBA_CACHE_DIR=str(tmp_path))
     assert warm.returncode == 0, warm.stderr[-3000:]
     assert "snnlab:" not in warm.stderr

@@ -186,7 +186,7 @@ event.register("numba:compile", _CompileNotice())
 def _named(kernel: Any, direction: str, kind: int, parallel: bool) -> Any:
     """``kernel``, entered in ``_KERNELS`` as the LIF ``direction`` with surrogate ``kind`` (-1: none)."""
     surrogate = {v: k for k, v in SURROGATE_IDS.items()}.get(kind)
-    details = ([f"{surrogate} surrogate"] if surrogate else []) + ([] if parallel else ["one thread"])
+    details = ([f"{surrogate} surrogate"] if surrogate else []) + ([] if parallel else ["serial"])
     _KERNELS[id(kernel)] = f"LIF {direction}" + (f" ({', '.join(details)})" if details else "")
     return kernel
 
