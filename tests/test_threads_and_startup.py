@@ -15,8 +15,7 @@ import torch
 import yaml
 
 from snnlab.config import ExperimentConfig, experiment_schema
-from snnlab.datasets import digits as digits_module
-from snnlab.datasets.digits import _cache_file, digits
+from snnlab.datasets.digits import _arrays, _cache_file, digits
 from snnlab.errors import ConfigError
 from snnlab.kernels.threads import available_cores, default_threads, set_threads
 
@@ -120,7 +119,7 @@ def test_digits_cache_is_the_scikit_learn_split(tmp_path: Path, monkeypatch: pyt
         splits = digits(test_fraction=0.3, split_seed=4, flatten=False)
         assert torch.equal(splits.train.x, x[train]) and torch.equal(splits.train.y, y[train]), attempt
         assert torch.equal(splits.test.x, x[test]) and torch.equal(splits.test.y, y[test]), attempt
-    assert digits_module._arrays(0.3, 4)[0].dtype == np.uint8
+    assert _arrays(0.3, 4)[0].dtype == np.uint8
 
 
 def test_digits_bad_split_still_names_the_key() -> None:
