@@ -154,6 +154,9 @@ class ExperimentConfig(BaseModel):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=-(2**63), lt=2**63, description="any 64-bit signed integer (what torch's seeding takes)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads (torch, Numba); null: $OMP_NUM_THREADS, else half the cores, at least 1"
+    )
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
 

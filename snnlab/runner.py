@@ -30,6 +30,7 @@ from .datasets.validation import with_validation
 from .distributed import Context, average_buffers, broadcast, broadcast_module, gather, setup, sum_across, teardown
 from .errors import ConfigError, Interrupted, SnnlabError, Terminated
 from .health import NonFiniteError, first_non_finite, locate_non_finite
+from .kernels.threads import set_threads
 from .network import Network
 from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
@@ -215,6 +216,7 @@ class Training:
 
     def __init__(self, cfg: ExperimentConfig, source: str, ctx: Context, resume: Path | None, label: str = "") -> None:
         self.cfg, self.source, self.ctx = cfg, source, ctx
+        set_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.splits, self.network, objective, _ = build_experiment(cfg)
         self.network.to(ctx.device)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -29,20 +34,12 @@ def digits(
         split_seed: seed of the train/test split; fixed so that every run tests on the same images.
         flatten: serve ``[64]`` vectors (for MLPs) rather than ``[1, 8, 8]`` images (for convolutions).
     """
-    from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes a second to import
-    from sklearn.model_selection import train_test_split
-
     shape = (64,) if flatten else (1, 8, 8)
     check_sample_size("data.time_steps", time_steps, shape)
-    bunch = load_digits()
-    x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(bunch.target, dtype=torch.long)
-    x = x.reshape(len(x), *shape)
-    _check_split(test_fraction, len(y), 10)
-    train_idx, test_idx = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=split_seed, stratify=y.numpy()
-    )
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    _check_split(test_fraction, 1797, 10)
+    images, targets, train_idx, test_idx = (torch.from_numpy(a) for a in _arrays(test_fraction, split_seed))
+    x = (images.float() / 16.0).reshape(len(images), *shape)
+    y = targets.long()
     return DatasetSplits(
         train=EncodedDataset(x[train_idx], y[train_idx], encoder, time_steps),
         test=EncodedDataset(x[test_idx], y[test_idx], encoder, time_steps),
@@ -67,3 +64,48 @@ def _check_split(test_fraction: float, n: int, classes: int) -> None:
                 )
             ]
         )
+
+
+CACHE_VERSION = 1
+"""Bumped when what the cache file holds changes, so that an old file is not read."""
+
+
+def _cache_file(test_fraction: float, split_seed: int) -> Path:
+    """Where the arrays of one split are cached: under ``$XDG_CACHE_HOME/snnlab`` (``~/.cache/snnlab``)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "snnlab" / "digits" / f"v{CACHE_VERSION}-test{test_fraction!r}-seed{split_seed}.npz"
+
+
+def _arrays(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
+    """The images (uint8 0..16, ``[1797, 8, 8]``), targets, and train and test indices of the stratified split.
+
+    Read from a small cache file when there is one, so that a run need not import scikit-learn (1.5 s); else
+    computed with scikit-learn and cached, written atomically (a temporary file renamed into place), so that
+    processes started together never read half a file. A cache that cannot be read or written is skipped."""
+    path = _cache_file(test_fraction, split_seed)
+    try:
+        with np.load(path) as f:
+            return f["images"], f["targets"], f["train"], f["test"]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes a second to import
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images, targets = bunch.images.astype(np.uint8), bunch.target.astype(np.uint8)
+    train, test = train_test_split(
+        np.arange(len(targets)), test_size=test_fraction, random_state=split_seed, stratify=targets
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            try:
+                np.savez(tmp, images=images, targets=targets, train=train, test=test)
+                tmp.close()
+                os.replace(tmp.name, path)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+    except OSError:
+        pass  # a read-only or full cache only costs the next run the import again
+    return images, targets, train, test

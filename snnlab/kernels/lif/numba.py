@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +23,12 @@ import numba
 import numpy as np
 import torch
 from numba import prange, types
+from numba.core import event
 from numba.extending import overload
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..scan_op import define_scan_op
+from ..scan_op import SURROGATE_IDS, define_scan_op
 from . import LIF_MODEL
 
 BUFFER = 131072
@@ -153,16 +157,52 @@ def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, al
         statistics[1, i] = acc[1, i] / F32(T)
 
 
-@functools.cache
-def _forward_kernel(kind: int) -> Callable[..., None]:
-    """The forward, and with a surrogate ``kind`` >= 0 the rate and eligibility accumulated along (the surrogate a
-    constant here, as in backward); -1: spikes only. Each parameter is a float32 scalar or a 1-D array."""
-    stats = kind >= 0
+class _CompileNotice(event.Listener):
+    """Says on stderr when one of ``_KERNELS`` compiles, and how long it took: the first run after installing
+    compiles each for ~10 s at "epoch 1: 0%", which looks like a hang. Later runs load them from Numba's disk
+    cache (no compile event), silently."""
 
-    @numba.njit(parallel=True, cache=True)
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+
+    def on_start(self, ev: event.Event) -> None:
+        name = _KERNELS.get(id(ev.data["dispatcher"]))
+        if name is not None:
+            self.started[id(ev.data["dispatcher"])] = time.perf_counter()
+            tqdm.write(f"snnlab: compiling the Numba kernel {name}, once: it is cached on disk ...", file=sys.stderr)
+
+    def on_end(self, ev: event.Event) -> None:
+        started = self.started.pop(id(ev.data["dispatcher"]), None)
+        if started is not None:
+            name = _KERNELS[id(ev.data["dispatcher"])]
+            tqdm.write(f"snnlab: compiled {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+_KERNELS: dict[int, str] = {}
+"""id of each kernel's dispatcher: its name in ``_CompileNotice``'s messages."""
+event.register("numba:compile", _CompileNotice())
+
+
+def _named(kernel: Any, direction: str, kind: int, parallel: bool) -> Any:
+    """``kernel``, entered in ``_KERNELS`` as the LIF ``direction`` with surrogate ``kind`` (-1: none)."""
+    surrogate = {v: k for k, v in SURROGATE_IDS.items()}.get(kind)
+    details = ([f"{surrogate} surrogate"] if surrogate else []) + ([] if parallel else ["serial"])
+    _KERNELS[id(kernel)] = f"LIF {direction}" + (f" ({', '.join(details)})" if details else "")
+    return kernel
+
+
+@functools.cache
+def _forward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
+    """The forward, and with a surrogate ``kind`` >= 0 the rate and eligibility accumulated along (the surrogate a
+    constant here, as in backward); -1: spikes only. Each parameter is a float32 scalar or a 1-D array. ``parallel``
+    (see ``_parallel``): the chunks on Numba's thread pool, else a plain loop on the calling thread."""
+    stats = kind >= 0
+    chunks = prange if parallel else range  # a closure cell: part of the disk cache's key, unlike njit's flags
+
+    @numba.njit(parallel=parallel, cache=True)
     def forward(x, v0, beta, gain, theta, hard, v_reset, keep, alpha, spikes, v, statistics, chunk):  # pragma: no cover
         T, N = x.shape
-        for c in prange((N + chunk - 1) // chunk):
+        for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             b, g, th = _chunk_of(beta, n0, n1 - n0), _chunk_of(gain, n0, n1 - n0), _chunk_of(theta, n0, n1 - n0)
             vc = v[n0:n1]
@@ -174,22 +214,23 @@ def _forward_kernel(kind: int) -> Callable[..., None]:
                 for t in range(T):
                     _step_row(x[t, n0:n1], vc, spikes[t, n0:n1], b, g, th, hard, v_reset, True)
 
-    return forward
+    return _named(forward, "forward", kind, parallel)
 
 
 @functools.cache
-def _backward_kernel(kind: int) -> Callable[..., None]:
+def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
     """The backward compiled for one surrogate (a constant here, so that the surrogate is part of one fused,
-    vectorised inner loop); each is compiled on first use and cached on disk."""
+    vectorised inner loop); each is compiled on first use and cached on disk. ``parallel`` as in the forward."""
+    chunks = prange if parallel else range
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
         gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, alpha, param_grads, gx, gv0, gp,
         chunk,
     ):  # fmt: skip
         T, N = x.shape
         hard = F32(0) if soft else F32(1)
-        for c in prange((N + chunk - 1) // chunk):
+        for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
             b, gn, th = _chunk_of(beta, n0, m), _chunk_of(gain, n0, m), _chunk_of(theta, n0, m)
@@ -233,12 +274,19 @@ def _backward_kernel(kind: int) -> Callable[..., None]:
             if param_grads:
                 gp[:, n0:n1] = sums
 
-    return backward
+    return _named(backward, "backward", kind, parallel)
 
 
-def _use_torch_threads() -> None:
-    """Run on as many threads as torch does (``torch.set_num_threads`` governs both)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _parallel(N: int, chunk: int) -> bool:
+    """Whether to run on Numba's thread pool, on as many threads as torch (``torch.set_num_threads`` governs both):
+    only for more than one thread and chunk. On one thread the serial kernel does not touch the pool at all: a
+    parallel kernel on a pool of one was 10x slower than the torch loop on a loaded 2-core machine (its OpenMP
+    threads wait on those of torch's pool), the serial one faster than the loop."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads == 1 or N <= chunk:
+        return False
+    numba.set_num_threads(threads)
+    return True
 
 
 def _empty(shape: tuple[int, ...] | torch.Size) -> Tensor:
@@ -264,8 +312,7 @@ def forward(
     T, N = x.shape
     spikes, v = _empty(x.shape), x.new_empty(N, dtype=v0.dtype)
     statistics = _empty((2 if stats else 0, N))
-    _use_torch_threads()
-    _forward_kernel(o.surrogate if stats else -1)(
+    _forward_kernel(o.surrogate if stats else -1, _parallel(N, _chunk(T)))(
         _np(x), _np(v0), *map(_param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
         F32(0) if o.detach_reset else F32(1), F32(o.alpha), spikes.numpy(), v.numpy(), statistics.numpy(), _chunk(T),
     )  # fmt: skip
@@ -292,8 +339,7 @@ def backward(
     # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
     gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
     gx, gv0, gp = _empty(x.shape), torch.empty_like(v0), _empty((3 if param_grads else 0, N))
-    _use_torch_threads()
-    _backward_kernel(o.surrogate)(
+    _backward_kernel(o.surrogate, _parallel(N, _chunk(T)))(
         _np(gs), per_step, grad_out is not None, _np(gv), _np(x), _np(v0), *map(_param, params), F32(o.v_reset), o.soft,
         F32(0) if o.detach_reset else F32(1), F32(o.alpha), param_grads, gx.numpy(), gv0.numpy(), gp.numpy(),
         _chunk(T),
