@@ -4,12 +4,14 @@
   A synapse module may count the synaptic operations its input triggers (``synaptic_ops``); a synapse that
   follows the stateful contract (``snnlab.stateful``) receives the sequence with its time axis.
 * ``NORMS``: ``norm: batch | layer | l2``, applied to the current.
-* ``RECURRENT``: ``recurrent: dense | one_to_one``, from the neuron's previous output to its current.
+* ``RECURRENT``: ``recurrent: dense | one_to_one | lateral_inhibition``, from the neuron's previous output to its
+  current.
 * ``POST``: the block keys ``pool``, ``dropout``, ``flatten``, after the neuron (in that order).
 """
 
 from ..registry import Registry
 from .conv import Conv2d, conv
+from .lateral_inhibition import LateralInhibition, lateral_inhibition
 from .linear import Linear, linear
 from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
 from .post import dropout, flatten, pool
@@ -27,10 +29,22 @@ NORMS.register("l2", l2_norm, exclude=("in_shape",))
 RECURRENT: Registry = Registry("recurrent connection", key="kind")
 RECURRENT.register("dense", dense, exclude=("in_shape",))
 RECURRENT.register("one_to_one", one_to_one, exclude=("in_shape",))
+RECURRENT.register("lateral_inhibition", lateral_inhibition, exclude=("in_shape",))
 
 POST: Registry = Registry("post layer", key="layer")
 POST.register("pool", pool, exclude=("in_shape",))
 POST.register("dropout", dropout, exclude=("in_shape",))
 POST.register("flatten", flatten, exclude=("in_shape",))
 
-__all__ = ["NORMS", "POST", "RECURRENT", "SYNAPSES", "Conv2d", "L2Normalize", "Linear", "conv", "linear"]
+__all__ = [
+    "NORMS",
+    "POST",
+    "RECURRENT",
+    "SYNAPSES",
+    "Conv2d",
+    "L2Normalize",
+    "LateralInhibition",
+    "Linear",
+    "conv",
+    "linear",
+]
