@@ -115,9 +115,11 @@ def test_homeostasis_raises_the_threshold_of_a_neuron_that_fires() -> None:
     ]
 
 
-def test_normalisation_scales_each_neuron_to_the_sum() -> None:
+def test_normalisation_scales_each_neuron_to_the_sum_or_the_length() -> None:
     w = torch.tensor([[1.0, 3.0], [0.0, 0.0], [0.5, 0.5]])
     assert normalize_rows(w, 2.0).tolist() == [[0.5, 1.5], [0.0, 0.0], [1.0, 1.0]]
+    w = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    assert torch.allclose(normalize_rows(w, 10.0, "l2"), torch.tensor([[6.0, 8.0], [0.0, 0.0]]))
 
 
 def test_label_assignment_and_vote_on_a_hand_case() -> None:

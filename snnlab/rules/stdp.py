@@ -21,7 +21,9 @@ What an unsupervised network needs besides (each optional):
   ``theta_plus`` at each of its spikes and decaying back to the configured threshold with ``tau_theta`` steps (of
   one sample: a batch of B ages it by B steps per step); frozen outside training, as in Diehl & Cook;
 * weight normalisation: after each batch, each neuron's incoming weights are scaled to sum to ``normalize``
-  (Diehl & Cook: 78 for 784 inputs, 0.1 per input);
+  (Diehl & Cook: 78 for 784 inputs, 0.1 per input), or with ``normalize_norm: l2`` to that length: then the
+  neuron driven most by an input is the one whose weights are most parallel to it (the largest cosine), where
+  the sum favours neurons whose weights are concentrated on few inputs;
 * label assignment (``end_epoch``): the training data runs with plasticity off; each neuron of the last block is
   assigned the class to which it responds most on average (none if it never fires), and ``predict`` scores a class
   by the mean spike count of its neurons. ``assignments`` is the rule's state, saved beside the weights.
@@ -66,13 +68,16 @@ class STDPConfig(BaseModel):
     w_max: float = Field(1.0, gt=0, description="weights are kept in [0, w_max]")
     w_init: float = Field(0.3, ge=0, le=1, description="initial weights uniform in [0, w_init * w_max]")
     normalize: float | None = Field(
-        None, gt=0, description="after each batch, scale each neuron's incoming weights to sum to this; null: never"
+        None, gt=0, description="after each batch, scale each neuron's incoming weights to this norm; null: never"
+    )
+    normalize_norm: Literal["l1", "l2"] = Field(
+        "l1", description="the norm that normalize fixes: l1 (the sum, Diehl & Cook) or l2 (the length)"
     )
     theta_plus: float = Field(
         0.0, ge=0, description="adaptive threshold: added to a neuron's threshold at each of its spikes; 0: none"
     )
     tau_theta: float | None = Field(
-        None, ge=1, description="steps for the adaptive threshold to decay back (1 - 1/tau per step); null: never"
+        None, ge=1, description="steps (of one sample) for the adaptive threshold to decay back; null: never"
     )
 
 
@@ -114,9 +119,10 @@ def adapt_threshold(threshold: Tensor, base: float, spikes: Tensor, cfg: STDPCon
     return base + decay * (threshold - base) + cfg.theta_plus * spikes.sum(0)
 
 
-def normalize_rows(weight: Tensor, total: float) -> Tensor:
-    """Each row (a neuron's incoming weights) scaled to sum to ``total``; an all-zero row stays zero."""
-    sums = weight.sum(1, keepdim=True)
+def normalize_rows(weight: Tensor, total: float, norm: Literal["l1", "l2"] = "l1") -> Tensor:
+    """Each row (a neuron's incoming weights, non-negative) scaled to ``total``, its sum (l1) or its length (l2);
+    an all-zero row stays zero."""
+    sums = weight.sum(1, keepdim=True) if norm == "l1" else weight.norm(dim=1, keepdim=True)
     return torch.where(sums > 0, weight * (total / sums), weight)
 
 
@@ -136,7 +142,8 @@ def vote(counts: Tensor, assignments: Tensor, classes: int) -> Tensor:
 
 
 class STDP(Rule):
-    """Pair-based STDP with lateral inhibition, homeostasis, normalisation and label assignment (module docstring).
+    """Unsupervised pair-based STDP with adaptive thresholds and weight normalisation on a winner-take-all network;
+    each neuron labelled by the class it answers most, classes predicted by their neurons' spikes (Diehl & Cook).
 
     Example::
 
@@ -193,7 +200,7 @@ class STDP(Rule):
                 weight = block.synapse.weight
                 weight.uniform_(0, cfg.w_init * cfg.w_max)
                 if cfg.normalize is not None:
-                    weight.copy_(normalize_rows(weight, cfg.normalize))
+                    weight.copy_(normalize_rows(weight, cfg.normalize, cfg.normalize_norm))
                 if cfg.theta_plus > 0:
                     self.base_thresholds.append(float(block.neuron.threshold))
                     block.neuron.per_neuron_threshold((block.synapse.out_features,))
@@ -221,7 +228,7 @@ class STDP(Rule):
             counts = counts + trace.output
         if cfg.normalize is not None:
             for w in weights:
-                w.copy_(normalize_rows(w, cfg.normalize))
+                w.copy_(normalize_rows(w, cfg.normalize, cfg.normalize_norm))
         broken = first_non_finite((f"network.blocks.{k}.synapse.weight", w) for k, w in enumerate(weights))
         if broken is not None:
             raise NonFiniteError(f"the update made {broken} NaN or Inf", updated=True)

@@ -70,7 +70,8 @@ def decide(v_seq: Tensor, threshold: float) -> Tensor:
 
 
 class Tempotron(GradientRule):
-    """Tempotron learning on a single linear block with a non-firing neuron (module docstring).
+    """Tempotron learning on a single linear block with a non-firing neuron: each output decides "+" iff its V(t)
+    reaches the threshold, and learns on its errors at the time V peaks (Gütig & Sompolinsky 2006).
 
     Example::
 
