@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # snnlab from this source tree
 
 from snnlab.config import load_experiment  # noqa: E402
-from snnlab.runner import run  # noqa: E402
+from snnlab.runner import RunResult, run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
@@ -60,12 +59,12 @@ def mean_std(values: Sequence[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> dict[str, Any]:
-    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``: its summary."""
+def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> RunResult:
+    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``."""
     extra = [f"seed={seed}", f"output.root={root}", "output.plots=false"]
     path = ROOT / "experiments" / f"{experiment}.yaml"  # this tree's, not an installed copy's
     cfg, source = load_experiment(str(path) if path.is_file() else experiment, [*overrides, *extra])
-    return run(cfg, source, progress=False).summary
+    return run(cfg, source, progress=False)
 
 
 def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> list[Outcome]:
@@ -73,7 +72,7 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> lis
     outcomes = []
     with tempfile.TemporaryDirectory() as root:
         for row in rows:
-            summaries = [train(row.experiment, row.overrides, seed, root) for seed in seeds]
+            summaries = [train(row.experiment, row.overrides, seed, root).summary for seed in seeds]
             outcome = Outcome(
                 row,
                 tuple(s["best_test_accuracy"] for s in summaries),
