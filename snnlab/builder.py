@@ -21,7 +21,8 @@ def build_network(
     """The network ``cfg`` describes, for per-step inputs of ``input_shape``.
 
     With ``membrane_output`` (the objective reads membranes) the last block with a synapse gets the membrane-only
-    form of the default neuron unless it names its own; a line saying so is appended to ``notes``.
+    form of the default neuron unless it names its own, and its synapse's ``readout_form()`` where it has one; a
+    line saying so is appended to ``notes``.
     Raises ``ConfigError`` naming ``network.blocks[i]...`` when sizes do not chain.
     """
     synapse_blocks = [i for i, b in enumerate(cfg.blocks) if b.synapse_kind() is not None]
@@ -62,7 +63,7 @@ def _build(
         current = shape
         if (kind := spec.synapse_kind()) is not None:
             key = kind
-            parts["synapse"] = SYNAPSES.build(getattr(spec, kind), in_shape=shape)
+            parts["synapse"] = _synapse(spec, kind, shape, swap, path, notes)
             current = _shape_after(parts["synapse"], shape)
         if spec.norm is not None:
             key = "norm"
@@ -88,6 +89,21 @@ def _build(
                 )
             ]
         ) from None
+
+
+def _synapse(
+    spec: BlockConfig, kind: str, shape: tuple[int, ...], swap: bool, path: str, notes: list[str] | None
+) -> nn.Module:
+    """The block's synapse; in the output block (``swap``) the form its ``readout_form()`` gives, if it has one
+    (an E-I circuit's balanced current, without division)."""
+    synapse = SYNAPSES.build(getattr(spec, kind), in_shape=shape)
+    readout_form = getattr(synapse, "readout_form", None)
+    if not swap or not callable(readout_form):
+        return synapse
+    output = readout_form()
+    if notes is not None and output is not synapse:
+        notes.append(f"{path}.{kind}: {output.extra_repr()}, for the objective's membrane readout")
+    return output
 
 
 def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None) -> Neuron | None:

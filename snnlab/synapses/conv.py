@@ -38,8 +38,15 @@ def conv(
     bias: bool = True,
 ) -> Conv2d:
     """A Conv2d from ``in_shape`` ``[C, H, W]`` to ``out_channels`` maps."""
+    channels = image_channels(in_shape, in_channels)
+    return Conv2d(channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)
+
+
+def image_channels(in_shape: tuple[int, ...], in_channels: int | None) -> int:
+    """The channels of a ``[C, H, W]`` ``in_shape``, checked against ``in_channels`` when given; else a
+    ``ValueError`` saying what the previous block produces."""
     if len(in_shape) != 3:
         raise ValueError(f"expects an input [channels, height, width] but the previous block produces {list(in_shape)}")
     if in_channels is not None and in_channels != in_shape[0]:
         raise ValueError(f"in_channels is {in_channels} but the previous block produces {in_shape[0]} channels")
-    return Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)
+    return in_shape[0]
