@@ -141,35 +141,36 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing RESULTS.md")
     args = parser.parse_args()
-    parts = set(args.only or ["ultra", "ei", "meta", "kernels"])
     epochs = (f"train.epochs={args.epochs}",) if args.epochs else ()
 
     def runs(rows: list[Row]) -> str:
         return table(run_rows([Row(r.label, r.experiment, (*r.overrides, *epochs), r.claim) for r in rows], args.seeds))
 
-    body = [header(sys.argv, args.seeds)]
-    if "ultra" in parts:
-        body += ["### UltraLIF family against LIF (1 hidden layer of 64, Adam, BPTT)", runs(ultra_rows())]
-    if "ei" in parts:
-        body += ["### E-I circuits without normalisation, 6 hidden blocks on digits", runs(ei_rows())]
-    if "meta" in parts:
-        body += ["### Probabilistic meta neuron against LIF on the Poisson-train task", runs(meta_rows())]
-        body += [f"SNN-LZC classifier (prototypes of the hidden trains' LZ76 complexity and counts; claim: up to "
-                 f"99.50): {lzc_accuracy(args.seeds, epochs)} %"]  # fmt: skip
-    if "kernels" in parts:
-        body += [
-            "### UltraLIF kernel, forward+backward, [T, 64, 1024]",
-            ultralif_kernel_times("cpu", (1, 4, 32), 65536, args.reps),
-        ]
-        if torch.cuda.is_available():
-            body += ["GPU:", ultralif_kernel_times("cuda", (1, 4, 32), 2**20, args.reps)]
+    def meta() -> str:
+        lzc = lzc_accuracy(args.seeds, epochs)
+        return f"{runs(meta_rows())}\n\nSNN-LZC classifier on the meta network's hidden trains (claim: up to 99.50): {lzc} %"
+
+    def kernels() -> str:
+        cpu = ultralif_kernel_times("cpu", (1, 4, 32), 65536, args.reps)
+        gpu = ultralif_kernel_times("cuda", (1, 4, 32), 2**20, args.reps) if torch.cuda.is_available() else None
+        return f"CPU:\n\n{cpu}\n\nGPU:\n\n{gpu or 'not measured (no GPU in this run).'}"
+
+    sections = {
+        "ultra": (
+            "UltraLIF family against LIF (1 hidden layer of 64 unless said, Adam, BPTT)",
+            lambda: runs(ultra_rows()),
+        ),
+        "ei": ("E-I circuits without normalisation: 6 hidden blocks on digits", lambda: runs(ei_rows())),
+        "meta": ("Probabilistic meta neuron against LIF on the Poisson-train task", meta),
+        "kernels": ("UltraLIF kernel, forward+backward of one layer [T, 64, N/64]", kernels),
+    }
+    for part in args.only or sections:
+        title, measure = sections[part]
+        text = f"{header(sys.argv, args.seeds)}\n\n{measure()}"
+        if args.no_write:
+            print(f"## {title}\n\n{text}")
         else:
-            body += ["GPU: not measured (no GPU in this run)."]
-    text = "\n\n".join(body)
-    if args.no_write:
-        print(text)
-    else:
-        write_section("neuron_models", "The papers' neuron models against LIF (issue 13)", text)
+            write_section(f"neuron_models_{part}", f"Issue 13: {title}", text)
 
 
 if __name__ == "__main__":
