@@ -108,7 +108,7 @@ def test_sigma_reaches_its_floor_at_a_quarter_and_is_restored_on_resume() -> Non
     rule = build_rule(cfg, network, objective)
     synapse = network.blocks[0].synapse
     assert float(synapse.sigma) == 8.0  # max_delay // 2
-    lifecycle.end_epoch(network, 2, cfg.train.epochs)  # 20 epochs: the floor after 5
+    lifecycle.end_epoch(network, 2, 20)  # 20 epochs: the floor after 5
     assert float(synapse.sigma) == pytest.approx(8.0 * (0.23 / 8.0) ** (2 / 5))
     state = checkpoint.capture(cfg.model_dump(mode="json"), network, rule, checkpoint.Progress(), [])
     restored, restored_objective = build_experiment(cfg)[1:3]
@@ -144,11 +144,11 @@ def test_positions_train_in_their_own_group_with_their_own_schedule() -> None:
     one_cycle, cosine = SchedulerConfig(name="one_cycle"), SchedulerConfig(name="cosine")
     scheduler = rule.schedulers["network"]
     for epoch in range(4):
-        assert weights["lr"] == pytest.approx(lr_at(one_cycle, 5e-3, epoch, 20))
-        assert positions["lr"] == pytest.approx(lr_at(cosine, 0.1, epoch, 20))
+        assert weights["lr"] == pytest.approx(lr_at(one_cycle, 5e-3, epoch, cfg.train.epochs))
+        assert positions["lr"] == pytest.approx(lr_at(cosine, 0.1, epoch, cfg.train.epochs))
         scheduler.step()
     # restored into a rule for a longer run, the schedule continues as if planned for it
-    longer = EpochSchedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), [cosine], 40)
+    longer = EpochSchedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), [cosine], 40)  # not 15
     longer.load_state_dict(scheduler.state_dict())
     assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * 4 / 40)) / 2)
 

@@ -44,7 +44,7 @@ def timing_samples(
 
 
 def timing(
-    classes: Annotated[int, Field(ge=2)] = 4,
+    classes: Annotated[int, Field(ge=2)] = 10,
     channels: Annotated[int, Field(ge=2)] = 16,
     span: Annotated[int, Field(ge=2)] = 16,
     time_steps: Annotated[int, Field(ge=2)] = 32,
