@@ -213,3 +213,46 @@ def test_softmax_sum_readout() -> None:
 
     v = torch.randn(5, 2, 3)
     torch.testing.assert_close(SoftmaxSum()(v), torch.softmax(v, -1).sum(0))
+
+
+def test_a_stopped_run_resumes_to_the_same_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Learned delays through the runner: stopped mid-epoch after sigma has shrunk, resumed, the same numbers as a
+    run never stopped (sigma, positions and both groups' schedules come back from the checkpoint)."""
+    from safetensors.torch import load_file
+
+    from snnlab.errors import Interrupted
+    from snnlab.rules import BPTT
+    from snnlab.runner import run
+
+    def config(folder: Path) -> dict:
+        raw = yaml.safe_load(TIMING.read_text()) | {"device": "cpu"}
+        raw["data"].update(train_size=96, test_size=32)
+        raw["network"]["neuron"]["backend"] = "torch"  # no kernel to compile for a few tiny batches
+        raw["train"]["epochs"] = 3
+        raw["output"] = {"dir": str(folder), "plots": False}
+        return raw
+
+    whole = run(validate(config(tmp_path / "whole")), "test", progress=False)
+    calls = {"n": 0}
+    train_step = BPTT.train_step
+
+    def stops(self, network, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 5:  # in the third epoch: resumed from the end of the second, sigma at its floor
+            raise KeyboardInterrupt
+        return train_step(self, network, batch)
+
+    cfg = validate(config(tmp_path / "stopped"))
+    with monkeypatch.context() as m:
+        m.setattr(BPTT, "train_step", stops)
+        with pytest.raises(Interrupted):
+            run(cfg, "test", progress=False)
+    resumed = run(cfg, "test", progress=False, resume=tmp_path / "stopped")
+
+    def rows(result):  # type: ignore[no-untyped-def]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in result.metrics]
+
+    assert rows(resumed) == rows(whole)
+    a, b = load_file(tmp_path / "stopped" / "last.safetensors"), load_file(tmp_path / "whole" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert float(b["network.blocks.0.synapse.sigma"]) == pytest.approx(0.23)
