@@ -186,18 +186,6 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     return f"epoch {row['epoch']}/{epochs}: {values} ({row['seconds']:.2f} s)"
 
 
-def stretch_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
-    """A cosine schedule of an extended run, set as if it had been planned for ``epochs`` from the start (its
-    learning rate at the current epoch by the closed form); schedules that do not depend on the length stay."""
-    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        return
-    scheduler.T_max = epochs
-    phase = (1 + math.cos(math.pi * scheduler.last_epoch / epochs)) / 2
-    for group in scheduler.optimizer.param_groups:
-        group["lr"] = scheduler.eta_min + (group["initial_lr"] - scheduler.eta_min) * phase
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-
-
 def load_network_weights(path: Path, network: Network) -> None:
     """The network's tensors from ``path`` (a run folder's ``best.safetensors``, or a weights file), checked by
     name, shape and dtype; the rule's state in the file is not used."""
@@ -308,10 +296,9 @@ class Training:
             raise SnnlabError(
                 f"{path}: written by a run on {len(state['rng'])} process(es); resume it with --nproc {len(state['rng'])}"
             )
+        # the schedules are closed forms of the epoch (optim.EpochSchedule): restored into a rule built for the
+        # extended length, they continue as if the run had been planned for it
         self.progress = checkpoint.restore(state, path, self.network, self.rule)
-        if extended:
-            for scheduler in self.rule.schedulers.values():
-                stretch_schedule(scheduler, self.cfg.train.epochs)
         set_rng_states(state["rng"][self.ctx.rank])
         self.saved_at = self._position()
         self.started -= self.progress.seconds  # wall time counts earlier sessions too

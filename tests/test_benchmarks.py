@@ -26,3 +26,16 @@ def test_lif_kernels_benchmark_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert summary.returncode == 0 and "snnlab-numba" in summary.stdout
+
+
+def test_delays_benchmark_smoke(tmp_path: Path) -> None:
+    """delays.py measures every case of one layer (dcls when installed) and writes its JSON."""
+    out = tmp_path / "delays.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "delays.py"), "speed", "--max-delay", "3", "--T", "6"]
+    command += ["--batch", "2", "--features", "8", "--reps", "1", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["case"]: r for r in json.loads(out.read_text())["results"]}
+    expected = {"snnlab learned", "snnlab eval", "snnlab step loop", "autograd gaussian", "dense conv", "gather"}
+    assert expected <= set(rows) and all(r["ms_min"] > 0 and r["peak_mib"] >= 0 for r in rows.values())
+    assert rows["snnlab learned"]["kept_mib"] > 0 and "| 3 | snnlab learned | fwd+bwd |" in result.stdout

@@ -35,7 +35,8 @@ class Classification(Objective):
     """Class scores by a readout, softmax cross-entropy, accuracy.
 
     Args:
-        readout: how the output sequence becomes scores: ``mean_membrane``, ``max_membrane`` or ``spike_count``.
+        readout: how the output sequence becomes scores: ``mean_membrane``, ``max_membrane``, ``softmax_sum`` or
+            ``spike_count``.
         label_smoothing: cross-entropy label smoothing.
         swap_output_neuron: under a membrane readout, give the output block the membrane-only form of the
             default neuron (LIF -> LI); false keeps it as configured. ``snnlab check`` says when it happens.

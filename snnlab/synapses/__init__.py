@@ -1,7 +1,7 @@
 """Synapses (what turns input spikes into current) and the layers around them, each registered by its YAML name.
 
-* ``SYNAPSES``: the block keys ``linear``, ``conv``, ``ei_linear``, ``ei_conv`` (E-I circuits), ... (``- linear:
-  128``); builders ``(in_shape, **options)``. A synapse module may count the synaptic operations its input
+* ``SYNAPSES``: the block keys ``linear``, ``conv``, ``ei_linear``, ``ei_conv`` (E-I circuits), ``delay`` (learnable
+  delays), ... (``- linear: 128``); builders ``(in_shape, **options)``. A synapse module may count the synaptic operations its input
   triggers (``synaptic_ops``); a synapse that follows the stateful contract (``snnlab.stateful``) receives the
   sequence with its time axis; one with ``readout_form()`` is replaced by what that returns in the network's output
   block under a membrane readout (as the neuron is by its membrane form).
@@ -12,6 +12,7 @@
 
 from ..registry import Registry
 from .conv import Conv2d, conv
+from .delay import DelaySynapse, delay
 from .ei import EIConv2d, EILinear, ei_conv, ei_linear
 from .linear import Linear, linear
 from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
@@ -23,6 +24,7 @@ SYNAPSES.register("linear", linear, exclude=("in_shape",))
 SYNAPSES.register("conv", conv, exclude=("in_shape",))
 SYNAPSES.register("ei_linear", ei_linear, exclude=("in_shape",))
 SYNAPSES.register("ei_conv", ei_conv, exclude=("in_shape",))
+SYNAPSES.register("delay", delay, exclude=("in_shape",))
 
 NORMS: Registry = Registry("norm", key="name")
 NORMS.register("batch", batch_norm, exclude=("in_shape",))
@@ -44,11 +46,13 @@ __all__ = [
     "RECURRENT",
     "SYNAPSES",
     "Conv2d",
+    "DelaySynapse",
     "EIConv2d",
     "EILinear",
     "L2Normalize",
     "Linear",
     "conv",
+    "delay",
     "ei_conv",
     "ei_linear",
     "linear",
