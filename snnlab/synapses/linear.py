@@ -26,6 +26,12 @@ def linear(
 
     ``in_features``, when given, must equal the size the previous block produces.
     """
+    return Linear(flat_features(in_shape, in_features), out_features, bias=bias)
+
+
+def flat_features(in_shape: tuple[int, ...], in_features: int | None) -> int:
+    """The input size of a fully connected synapse after a block producing ``in_shape``; ``ValueError`` when that
+    is not flat or differs from ``in_features`` (when given)."""
     if len(in_shape) != 1:
         raise ValueError(
             f"expects a flat input but the previous block produces shape {list(in_shape)}; "
@@ -33,4 +39,4 @@ def linear(
         )
     if in_features is not None and in_features != in_shape[0]:
         raise ValueError(f"in_features is {in_features} but the previous block produces {in_shape[0]} features")
-    return Linear(in_shape[0], out_features, bias=bias)
+    return in_shape[0]
