@@ -36,7 +36,7 @@ from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
 from .run_folder import RunFolder
 from .sampling import EpochSampler, SeededSamples
-from .seeding import rng_states, seed_everything, set_rng_states
+from .seeding import fixed_randomness, rng_states, seed_everything, set_rng_states
 from .stats import ActivityMonitor, parameter_count
 from .stopping import interrupts_deferred, signals_as_interrupts
 
@@ -142,11 +142,13 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> 
 @torch.no_grad()
 def evaluate(network: Network, rule: Rule, loader: DataLoader, ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     """The objective's metrics over ``loader`` (all processes' shares together, each a mean over samples) and
-    the activity statistics of the same passes."""
+    the activity statistics of the same passes. Random draws of the network (stochastic neurons) come from a
+    fixed seed (``seeding.fixed_randomness``): the same weights give the same metrics, and the training stream is
+    not advanced."""
     network.eval()
     sums: dict[str, float] = {}
     total = 0
-    with ActivityMonitor(network) as monitor:
+    with fixed_randomness(device=ctx.device), ActivityMonitor(network) as monitor:
         for x, y in loader:
             x, y = to_device(x, y, ctx.device)
             n = x.shape[1]

@@ -26,6 +26,7 @@ from .dvs_gesture import dvs_gesture
 from .encoders import ENCODERS, EncodedDataset, Encoder
 from .ncars import ncars
 from .nmnist import nmnist
+from .poisson_trains import poisson_trains
 from .shd import shd
 from .ssc import ssc
 from .timing import timing
@@ -33,13 +34,14 @@ from .timing import timing
 _validated = validate_call(config=ConfigDict(validate_default=True, allow_inf_nan=False))
 # A builder's defaults are YAML spellings (``encoder="direct"``): validating the call turns them, and names given
 # from Python, into the objects the builder uses, as the schema does for YAML.
-cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc, timing = (
-    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc, timing)
+cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, timing = (
+    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, timing)
 )
 
 DATASETS: Registry[DatasetSplits] = Registry("dataset", key="name", base=DataOptions)
 DATASETS.register("digits", digits)
 DATASETS.register("timing", timing)
+DATASETS.register("poisson_trains", poisson_trains)
 DATASETS.register("nmnist", nmnist)
 DATASETS.register("dvs_gesture", dvs_gesture)
 DATASETS.register("cifar10_dvs", cifar10_dvs)
@@ -59,6 +61,7 @@ __all__ = [
     "dvs_gesture",
     "ncars",
     "nmnist",
+    "poisson_trains",
     "shd",
     "ssc",
     "timing",

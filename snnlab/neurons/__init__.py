@@ -4,6 +4,7 @@ from ..registry import Registry
 from .base import MembraneState, Neuron, NoState, State, detach_state
 from .li import LI
 from .lif import IF, LIF
+from .meta import Meta
 from .nonspiking import NonSpiking
 
 NEURONS: Registry[Neuron] = Registry("neuron", key="model")
@@ -11,5 +12,18 @@ NEURONS.register("lif", LIF)
 NEURONS.register("if", IF)
 NEURONS.register("li", LI)
 NEURONS.register("nonspiking", NonSpiking)
+NEURONS.register("meta", Meta)
 
-__all__ = ["NEURONS", "IF", "LI", "LIF", "MembraneState", "Neuron", "NoState", "NonSpiking", "State", "detach_state"]
+__all__ = [
+    "NEURONS",
+    "IF",
+    "LI",
+    "LIF",
+    "MembraneState",
+    "Meta",
+    "Neuron",
+    "NoState",
+    "NonSpiking",
+    "State",
+    "detach_state",
+]

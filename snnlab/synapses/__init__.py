@@ -1,7 +1,7 @@
 """Synapses (what turns input spikes into current) and the layers around them, each registered by its YAML name.
 
 * ``SYNAPSES``: the block keys ``linear``, ``conv``, ``ei_linear``, ``ei_conv`` (E-I circuits), ``delay`` (learnable
-  delays), ... (``- linear: 128``); builders ``(in_shape, **options)``. A synapse module may count the synaptic operations its input
+  delays), ``meta_linear`` (the meta neuron's quantal synapses), ... (``- linear: 128``); builders ``(in_shape, **options)``. A synapse module may count the synaptic operations its input
   triggers (``synaptic_ops``); a synapse that follows the stateful contract (``snnlab.stateful``) receives the
   sequence with its time axis; one with ``readout_form()`` is replaced by what that returns in the network's output
   block under a membrane readout (as the neuron is by its membrane form).
@@ -15,6 +15,7 @@ from .conv import Conv2d, conv
 from .delay import DelaySynapse, delay
 from .ei import EIConv2d, EILinear, ei_conv, ei_linear
 from .linear import Linear, linear
+from .meta_linear import MetaLinear, meta_linear
 from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
 from .post import dropout, flatten, pool
 from .recurrent import dense, one_to_one
@@ -25,6 +26,7 @@ SYNAPSES.register("conv", conv, exclude=("in_shape",))
 SYNAPSES.register("ei_linear", ei_linear, exclude=("in_shape",))
 SYNAPSES.register("ei_conv", ei_conv, exclude=("in_shape",))
 SYNAPSES.register("delay", delay, exclude=("in_shape",))
+SYNAPSES.register("meta_linear", meta_linear, exclude=("in_shape",))
 
 NORMS: Registry = Registry("norm", key="name")
 NORMS.register("batch", batch_norm, exclude=("in_shape",))
@@ -51,9 +53,11 @@ __all__ = [
     "EILinear",
     "L2Normalize",
     "Linear",
+    "MetaLinear",
     "conv",
     "delay",
     "ei_conv",
     "ei_linear",
     "linear",
+    "meta_linear",
 ]
