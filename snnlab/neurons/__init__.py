@@ -5,11 +5,28 @@ from .base import MembraneState, Neuron, NoState, State, detach_state
 from .li import LI
 from .lif import IF, LIF
 from .nonspiking import NonSpiking
+from .ultradlif import UltraDLIF
+from .ultralif import UltraLIF
 
 NEURONS: Registry[Neuron] = Registry("neuron", key="model")
 NEURONS.register("lif", LIF)
 NEURONS.register("if", IF)
 NEURONS.register("li", LI)
 NEURONS.register("nonspiking", NonSpiking)
+NEURONS.register("ultralif", UltraLIF)
+NEURONS.register("ultradlif", UltraDLIF)
 
-__all__ = ["NEURONS", "IF", "LI", "LIF", "MembraneState", "Neuron", "NoState", "NonSpiking", "State", "detach_state"]
+__all__ = [
+    "NEURONS",
+    "IF",
+    "LI",
+    "LIF",
+    "MembraneState",
+    "Neuron",
+    "NoState",
+    "NonSpiking",
+    "State",
+    "UltraDLIF",
+    "UltraLIF",
+    "detach_state",
+]
