@@ -1,5 +1,5 @@
 r"""UltraDLIF (and UltraDPLIF): the Ultra neuron whose membrane diffuses to its neighbours through a max-plus
-gap-junction coupling instead of leaking (Miñoza, ICML 2026; METHODS.md 2.3).
+gap-junction coupling instead of leaking (Miñoza, ICML 2026, arXiv 2602.11206; code JomaMinoza/UltraLIF).
 
 .. math::
 

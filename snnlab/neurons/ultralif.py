@@ -1,5 +1,6 @@
 r"""UltraLIF (and UltraPLIF): the LIF neuron ultradiscretised into max-plus algebra and smoothed by a temperature
-eps, trained by plain autograd with no surrogate (Miñoza, ICML 2026, arXiv 2602.11206; METHODS.md 2.2).
+eps, trained by plain autograd with no surrogate (Miñoza, ICML 2026, arXiv 2602.11206;
+code JomaMinoza/UltraLIF, ``ablations/eps_ablation.py``).
 
 .. math::
 
@@ -11,7 +12,7 @@ with :math:`\mathrm{LSE}_\varepsilon(A_1..A_n) = \varepsilon \ln \sum_k e^{A_k/\
 decay FACTOR in (0, 1) (not a time constant: LIF's v' = tau v + x becomes LSE(v + ln tau, x)), sigma the logistic
 function. ``ln tau`` is added without the factor eps, as the paper's code has it. The output s is real-valued in
 (0, 1) in training and inference alike. As eps -> 0 the neuron becomes the tropical LIF: h = max(v + ln tau, x),
-s = H(h - theta) (METHODS.md 2.4).
+s = H(h - theta), a max-plus LIF rather than the linear one.
 
 Parameters are per layer: ``learn_tau`` (UltraPLIF) stores ln tau, clamped to [-2.3, -0.01] where it is used;
 ``learn_eps`` stores rho with eps = exp(rho) clamped to [0.1, 20] (the paper's default, initial value 1.0);
@@ -113,7 +114,7 @@ class UltraNeuron(Neuron):
         return s, MembraneState(v)
 
     def regularization(self, output_seq: Tensor) -> Tensor | None:
-        """The sparsity penalty lambda mean(s) (METHODS.md 2.4), or None without one."""
+        """The sparsity penalty lambda mean(s) (the paper's lambda is 0.1), or None without one."""
         return self.sparsity * output_seq.mean() if self.sparsity else None
 
     def readout_form(self) -> NonSpiking:
