@@ -337,3 +337,18 @@ def test_yaml_options_are_checked(quick_raw: dict, neuron: dict, expected: str) 
     assert expected in str(error.value), str(error.value)
     quick_raw["network"]["neuron"] = {"model": "ultralif", "eps": 50.0, "learn_eps": False}
     assert build_network(validate(quick_raw).network, (64,)).blocks[0].neuron.eps == 50.0
+
+
+def test_forward_mode_runs_the_loop() -> None:
+    """Under ``torch.func.jvp`` the auto backend runs the neuron's own loop, so the tangents are exact: those of the
+    torch backend, and a central difference's to its rounding."""
+    torch.manual_seed(3)
+    auto, loop = UltraLIF(learn_tau=True), UltraLIF(learn_tau=True, backend="torch")
+    x, t = torch.randn(5, 2, 7), torch.randn(5, 2, 7)
+    _, tangent = torch.func.jvp(lambda x: auto(x)[0], (x,), (t,))
+    _, expected = torch.func.jvp(lambda x: loop(x)[0], (x,), (t,))
+    torch.testing.assert_close(tangent, expected)
+    with torch.no_grad():
+        difference = (loop(x.double() + 1e-6 * t)[0] - loop(x.double() - 1e-6 * t)[0]) / 2e-6
+    assert tangent.abs().max() > 0.01
+    torch.testing.assert_close(tangent, difference.float(), rtol=1e-4, atol=1e-5)
