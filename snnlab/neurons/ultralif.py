@@ -104,6 +104,7 @@ class UltraNeuron(Neuron):
         return self.rho.exp().clamp(*EPS_RANGE) if self.learn_eps else self._eps
 
     def charge(self, x_t: Tensor, v: Tensor) -> Tensor:
+        """The pre-reset membrane h from the input ``x_t`` and the previous membrane ``v``."""
         raise NotImplementedError
 
     def initial_state(self, like: Tensor) -> MembraneState:
