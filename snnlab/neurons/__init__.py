@@ -6,6 +6,8 @@ from .li import LI
 from .lif import IF, LIF
 from .meta import Meta
 from .nonspiking import NonSpiking
+from .ultradlif import UltraDLIF
+from .ultralif import UltraLIF
 
 NEURONS: Registry[Neuron] = Registry("neuron", key="model")
 NEURONS.register("lif", LIF)
@@ -13,6 +15,8 @@ NEURONS.register("if", IF)
 NEURONS.register("li", LI)
 NEURONS.register("nonspiking", NonSpiking)
 NEURONS.register("meta", Meta)
+NEURONS.register("ultralif", UltraLIF)
+NEURONS.register("ultradlif", UltraDLIF)
 
 __all__ = [
     "NEURONS",
@@ -25,5 +29,7 @@ __all__ = [
     "NoState",
     "NonSpiking",
     "State",
+    "UltraDLIF",
+    "UltraLIF",
     "detach_state",
 ]
