@@ -145,7 +145,7 @@ class LIF(LI):
         return s, MembraneState(v)
 
     def _fused(
-        self, x_seq: Tensor, state: MembraneState | None, stats: bool
+        self, x_seq: Tensor, state: MembraneState | None, stats: bool, cut: bool = False
     ) -> tuple[Tensor, MembraneState, Tensor | None] | None:
         """The sequence on the fused backend that ``backend`` chooses for these inputs, or None for the torch loop."""
         v, beta = None if state is None else state.v, self.leak.beta
@@ -154,7 +154,7 @@ class LIF(LI):
             return None
         s, v, statistics = lif_fused(
             backend, x_seq, v, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats,
+            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats, cut=cut,
         )  # fmt: skip
         return s, MembraneState(v), statistics
 
@@ -164,6 +164,14 @@ class LIF(LI):
         fused = self._fused(x_seq, state, stats=False)
         if fused is None:
             return super().forward(x_seq, state)
+        return fused[0], fused[1]
+
+    def forward_cut(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
+        """``forward`` with the membrane entering every step as a constant (SLTT): on a fused backend one kernel whose
+        backward drops the step-to-step term, else the loop of ``step`` on detached states."""
+        fused = self._fused(x_seq, state, stats=False, cut=True)
+        if fused is None:
+            return super().forward_cut(x_seq, state)
         return fused[0], fused[1]
 
     def rate_statistics(self, x_seq: Tensor, state: MembraneState | None = None) -> RateStatistics:

@@ -225,8 +225,8 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, alpha, param_grads, gx, gv0, gp,
-        chunk,
+        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, carry, alpha, param_grads, gx, gv0,
+        gp, chunk,
     ):  # fmt: skip
         T, N = x.shape
         hard = F32(0) if soft else F32(1)
@@ -268,7 +268,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                         sums[1, i] += gh * xt[i]
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
                     gxt[i] = _at(gn, i) * gh
-                    a[i] = _at(b, i) * gh
+                    a[i] = _at(b, i) * gh * carry
             if gv0.shape[0] > 0:
                 gv0[n0:n1] = a
             if param_grads:
@@ -341,8 +341,8 @@ def backward(
     gx, gv0, gp = _empty(x.shape), torch.empty_like(v0), _empty((3 if param_grads else 0, N))
     _backward_kernel(o.surrogate, _parallel(N, _chunk(T)))(
         _np(gs), per_step, grad_out is not None, _np(gv), _np(x), _np(v0), *map(_param, params), F32(o.v_reset), o.soft,
-        F32(0) if o.detach_reset else F32(1), F32(o.alpha), param_grads, gx.numpy(), gv0.numpy(), gp.numpy(),
-        _chunk(T),
+        F32(0) if o.detach_reset else F32(1), F32(0) if o.cut else F32(1), F32(o.alpha), param_grads, gx.numpy(),
+        gv0.numpy(), gp.numpy(), _chunk(T),
     )  # fmt: skip
     return gx, [gv0], gp
 

@@ -154,8 +154,8 @@ def _forward_kernel(
 def _backward_kernel(
     gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, beta_len, gain_len, theta_len,
     gx_ptr, gv0_ptr, gp_ptr, T, N, v_reset, alpha,
-    SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    SOFT: tl.constexpr, DETACH: tl.constexpr, CUT: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr,
+    HAS_GV: tl.constexpr, PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
@@ -204,7 +204,10 @@ def _backward_kernel(
                 acc_beta += gh * v_prev[k]
                 acc_gain += gh * xs[k]
                 acc_theta += tl.where(live, a * dv_dtheta - g * sg, 0.0)
-            a = tl.where(live, beta * gh, a)
+            if CUT:  # the membrane entered step t as a constant: no gradient reaches step t - 1
+                a = tl.where(live, 0.0, a)
+            else:
+                a = tl.where(live, beta * gh, a)
     if HAS_V0:
         tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
     if PARAM_GRADS:  # per neuron; scan_op sums them to each parameter's length
@@ -279,7 +282,7 @@ def backward(
     wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
         gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
         *(p.shape[0] for p in params), gx, gv0, gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
+        SOFT=o.soft, DETACH=o.detach_reset, CUT=o.cut, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
         HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
         num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
