@@ -174,17 +174,21 @@ def test_per_neuron_parameters(backend: str, device: str, shape: tuple, per_neur
 
 RATE_OPTIONS = [
     dict(reset="soft", detach_reset=True, decay_input=False),  # rate-based BP's default
-    dict(reset="soft"),
+    dict(reset="soft", learn_tau=True, learn_threshold=True),
     dict(reset="hard", per_neuron=(37,)),
-    dict(reset="hard", detach_reset=True, surrogate={"name": "triangle", "alpha": 0.8}),
+    dict(
+        reset="hard", detach_reset=True, decay_input=False, learn_tau=True, surrogate={"name": "triangle", "alpha": 0.8}
+    ),
 ]
 
 
-@pytest.mark.parametrize("options", RATE_OPTIONS, ids=["soft-detached", "soft", "hard-per-neuron", "hard-detached"])
+@pytest.mark.parametrize(
+    "options", RATE_OPTIONS, ids=["soft-detached", "plif-soft", "hard-per-neuron", "plif-hard-detached"]
+)
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
 def test_rate_statistics_match_reference(backend: str, device: str, options: dict) -> None:
-    """The fused forward's rate and eligibility equal the torch loop's by forward-mode AD (``snnlab.kernels.rate``),
-    with the same spikes and final membrane."""
+    """The fused forward's rate, eligibility and slopes of a learnable tau and threshold equal the torch loop's by
+    forward-mode AD (``snnlab.kernels.rate``), with the same spikes and final membrane."""
     options = {"surrogate": {"name": "sigmoid", "alpha": 4.0}, **options}
     reference, fast = lif_pair(backend, device, options.pop("per_neuron", None), **options)
     x, v0 = inputs((10, 3, 37), device, at_rest=False, **options)
@@ -193,6 +197,9 @@ def test_rate_statistics_match_reference(backend: str, device: str, options: dic
     assert torch.equal(got.spikes, expected.spikes) and torch.equal(got.state.v, expected.state.v)
     torch.testing.assert_close(got.rate, expected.rate)
     torch.testing.assert_close(got.eligibility, expected.eligibility, rtol=1e-5, atol=1e-6)
+    assert got.slopes.keys() == expected.slopes.keys() == {n for n, p in fast.named_parameters()}
+    for name, slope in expected.slopes.items():
+        torch.testing.assert_close(got.slopes[name], slope, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("reset", ["soft-detached", "soft", "hard"])

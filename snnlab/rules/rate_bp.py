@@ -45,7 +45,6 @@ Example::
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -53,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedNetwork
-from ..kernels.rate import RateStatistics, rate_statistics_by_forward_ad
+from ..kernels.rate import RateStatistics, parameter_slopes, rate_statistics_by_forward_ad
 from ..network import Block, Network, NetworkTrace, Residual, fold, regularization_of
 from ..objectives import MeanMembrane, Objective, SpikeCount
 from ..optim import TrainConfig
@@ -87,7 +86,7 @@ class RateRecord(NamedTuple):
     rate: Tensor | None
     eligibility: Tensor | None
     tangents: tuple[tuple[nn.Parameter, Tensor], ...]
-    """Each learnable neuron parameter with the rate's derivative along it."""
+    """Each learnable neuron parameter with the rate's derivative along it (its slope)."""
     norm: tuple[Tensor, Tensor] | None
     """The batch norm's input mean and (biased) variance per channel, over T and the batch."""
 
@@ -176,7 +175,8 @@ def _block_spikes(block: Block, x_seq: Tensor) -> tuple[Tensor, RateRecord]:
     if block.neuron is not None:
         stats = _rate_statistics(block.neuron, c)
         s, rate, eligibility = stats.spikes, stats.rate, stats.eligibility
-        tangents = _parameter_tangents(block.neuron, c)
+        parameters = dict(block.neuron.named_parameters())
+        tangents = tuple((parameters[name], slope) for name, slope in stats.slopes.items())
     out = fold(block.post, s) if len(block.post) else s
     return out, RateRecord(rate, eligibility, tangents, norm)
 
@@ -185,24 +185,7 @@ def _rate_statistics(neuron: nn.Module, c_seq: Tensor) -> RateStatistics:
     """The neuron's own (a fused kernel's accumulators), else forward-mode AD through its loop."""
     if hasattr(neuron, "rate_statistics"):
         return neuron.rate_statistics(c_seq)
-    return rate_statistics_by_forward_ad(neuron, c_seq)
-
-
-def _parameter_tangents(neuron: nn.Module, c_seq: Tensor) -> tuple[tuple[nn.Parameter, Tensor], ...]:
-    """dr/dp per neuron for each learnable parameter p: one forward-mode pass along p (a tangent of ones, which is
-    each neuron's own entry of a per-neuron parameter), the input held constant. It runs the neuron's own loop (the
-    kernels have no forward mode), which a backend named explicitly would warn about: expected here."""
-    tangents = []
-    for name, p in neuron.named_parameters():
-        if p.requires_grad:
-
-            def rate(value: Tensor, name: str = name) -> Tensor:
-                return torch.func.functional_call(neuron, {name: value}, (c_seq,))[0].mean(0)
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tangents.append((p, torch.func.jvp(rate, (p.detach(),), (torch.ones_like(p),))[1]))
-    return tuple(tangents)
+    return rate_statistics_by_forward_ad(neuron, c_seq)._replace(slopes=parameter_slopes(neuron, c_seq))
 
 
 def _rate_pass(blocks: nn.ModuleList, x_bar: Tensor, records: list[Any], T: int) -> tuple[Tensor, Tensor | None]:

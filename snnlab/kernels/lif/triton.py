@@ -118,9 +118,15 @@ def _forward_kernel(
         v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
     else:  # at rest
         v = tl.zeros([BLOCK], tl.float32)
-    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dc along a constant input c
+    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dq along q = a constant input c, beta, gain, theta
+    k_beta = tl.zeros([BLOCK], tl.float32)
+    k_gain = tl.zeros([BLOCK], tl.float32)
+    k_theta = tl.zeros([BLOCK], tl.float32)
     rate = tl.zeros([BLOCK], tl.float32)
-    eligibility = tl.zeros([BLOCK], tl.float32)
+    eligibility = tl.zeros([BLOCK], tl.float32)  # (1/T) sum g(u) du/dq for each q (numba.py's _statistics_rows)
+    e_beta = tl.zeros([BLOCK], tl.float32)
+    e_gain = tl.zeros([BLOCK], tl.float32)
+    e_theta = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -135,11 +141,15 @@ def _forward_kernel(
             h = _charge(v, x, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
             if STATS:
-                sg = _surrogate_grad(h - theta, alpha, SURROGATE)
-                kh = beta * k + gain
+                sg = tl.where(live, _surrogate_grad(h - theta, alpha, SURROGATE), 0.0)
+                dv_dh, dv_dtheta = _dv(h, f, sg, theta, v_reset, SOFT, DETACH)
+                kc, kb, kg, kt = beta * k + gain, v + beta * k_beta, x + beta * k_gain, beta * k_theta
                 rate += tl.where(live, f, 0.0)
-                eligibility += tl.where(live, sg * kh, 0.0)
-                k = kh * _dv(h, f, sg, theta, v_reset, SOFT, DETACH)[0]
+                eligibility += sg * kc
+                e_beta += sg * kb
+                e_gain += sg * kg
+                e_theta += sg * (kt - 1.0)
+                k, k_beta, k_gain, k_theta = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
             v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
             tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
             x_ptrs += N
@@ -148,6 +158,9 @@ def _forward_kernel(
     if STATS:
         tl.store(stats_ptr + n, rate / T, mask=mask)
         tl.store(stats_ptr + N + n, eligibility / T, mask=mask)
+        tl.store(stats_ptr + 2 * N + n, e_beta / T, mask=mask)
+        tl.store(stats_ptr + 3 * N + n, e_gain / T, mask=mask)
+        tl.store(stats_ptr + 4 * N + n, e_theta / T, mask=mask)
 
 
 @triton.jit
@@ -251,7 +264,7 @@ def forward(
     T, N = x.shape
     spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    statistics = torch.empty((2 if stats else 0, N), dtype=torch.float32, device=x.device)
+    statistics = torch.empty((5 if stats else 0, N), dtype=torch.float32, device=x.device)
     block, warps = _launch(N, x.device)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, *params, *(p.shape[0] for p in params), spikes, v, ckpt, statistics, T, N, o.v_reset, o.alpha,
