@@ -23,6 +23,7 @@ optimizer state, the batch); CPU, the peak resident set size during them (``/pro
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import json
@@ -135,6 +136,18 @@ def spikingjelly_case(hw: int, device: str) -> Callable[[], Callable[[tuple[Tens
     return setup
 
 
+def return_freed_memory() -> None:
+    """Make freed memory leave the resident set, so that it measures live memory: glibc's dynamic mmap threshold
+    would otherwise keep a freed tensor's pages in the heap and hide the next peak. Blocks of 64 KB and more are
+    then mapped and unmapped each time."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed (which also turns the dynamic threshold off)
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        print("  (not glibc: CPU memory may include freed memory kept by the allocator)")
+
+
 def rss_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
@@ -235,6 +248,8 @@ def main() -> None:
     args.hw = args.hw or (128 if cuda else 32)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not cuda:
+        return_freed_memory()
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),

@@ -88,7 +88,8 @@ class RateRecord(NamedTuple):
     tangents: tuple[tuple[nn.Parameter, Tensor], ...]
     """Each learnable neuron parameter with the rate's derivative along it (its slope)."""
     norm: tuple[Tensor, Tensor] | None
-    """The batch norm's input mean and (biased) variance per channel, over T and the batch."""
+    """The batch norm's input mean and (biased) variance per channel, over T and the batch (None: no batch norm, or
+    one in evaluation mode)."""
 
 
 class RateBP(GradientRule):
@@ -167,9 +168,9 @@ def _block_spikes(block: Block, x_seq: Tensor) -> tuple[Tensor, RateRecord]:
     c = fold(block.synapse, x_seq) if block.synapse is not None else x_seq
     norm = None
     if block.norm is not None:
-        dims = [d for d in range(c.dim()) if d != 2]
-        var, mean = torch.var_mean(c, dims, correction=0)
-        norm = (mean, var)
+        if block.norm.training:  # (in evaluation mode it is an affine map, the same on the rates)
+            var, mean = torch.var_mean(c, [d for d in range(c.dim()) if d != 2], correction=0)
+            norm = (mean, var)
         c = fold(block.norm, c)
     s, rate, eligibility, tangents = c, None, None, ()
     if block.neuron is not None:
@@ -205,6 +206,8 @@ def _block_rates(block: Block, x_bar: Tensor, record: RateRecord, T: int) -> tup
     c = block.synapse(x_bar) if block.synapse is not None else x_bar
     if record.norm is not None:
         c = rate_batch_norm(block.norm, c, *record.norm)
+    elif block.norm is not None:
+        c = block.norm(c)
     out, terms = c, [regularization_of(block.synapse, c.expand(T, *c.shape))]
     if block.neuron is not None:
         out = record.rate + _slope(c * record.eligibility)
