@@ -39,3 +39,16 @@ def test_delays_benchmark_smoke(tmp_path: Path) -> None:
     expected = {"snnlab learned", "snnlab eval", "snnlab step loop", "autograd gaussian", "dense conv", "gather"}
     assert expected <= set(rows) and all(r["ms_min"] > 0 and r["peak_mib"] >= 0 for r in rows.values())
     assert rows["snnlab learned"]["kept_mib"] > 0 and "| 3 | snnlab learned | fwd+bwd |" in result.stdout
+
+
+def test_rules_memory_time_benchmark_smoke(tmp_path: Path) -> None:
+    """rules_memory_time.py trains each rule on a tiny conv network and writes its rows."""
+    out = tmp_path / "rules.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "rules_memory_time.py"), "--device", "cpu", "--T", "2"]
+    command += ["--networks", "dvs_conv", "--hw", "32", "--batch", "2", "--reps", "1", "--warmup", "0", "--rules"]
+    command += ["bptt", "sltt", "sltt-k4", "rate_bp"]
+    result = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["rule"] for r in rows] == ["bptt", "sltt", "sltt-k4", "rate_bp"]
+    assert all("error" not in r and r["ms"] > 0 for r in rows), rows

@@ -174,17 +174,21 @@ def test_per_neuron_parameters(backend: str, device: str, shape: tuple, per_neur
 
 RATE_OPTIONS = [
     dict(reset="soft", detach_reset=True, decay_input=False),  # rate-based BP's default
-    dict(reset="soft"),
+    dict(reset="soft", learn_tau=True, learn_threshold=True),
     dict(reset="hard", per_neuron=(37,)),
-    dict(reset="hard", detach_reset=True, surrogate={"name": "triangle", "alpha": 0.8}),
+    dict(
+        reset="hard", detach_reset=True, decay_input=False, learn_tau=True, surrogate={"name": "triangle", "alpha": 0.8}
+    ),
 ]
 
 
-@pytest.mark.parametrize("options", RATE_OPTIONS, ids=["soft-detached", "soft", "hard-per-neuron", "hard-detached"])
+@pytest.mark.parametrize(
+    "options", RATE_OPTIONS, ids=["soft-detached", "plif-soft", "hard-per-neuron", "plif-hard-detached"]
+)
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
 def test_rate_statistics_match_reference(backend: str, device: str, options: dict) -> None:
-    """The fused forward's rate and eligibility equal the torch loop's by forward-mode AD (``snnlab.kernels.rate``),
-    with the same spikes and final membrane."""
+    """The fused forward's rate, eligibility and slopes of a learnable tau and threshold equal the torch loop's by
+    forward-mode AD (``snnlab.kernels.rate``), with the same spikes and final membrane."""
     options = {"surrogate": {"name": "sigmoid", "alpha": 4.0}, **options}
     reference, fast = lif_pair(backend, device, options.pop("per_neuron", None), **options)
     x, v0 = inputs((10, 3, 37), device, at_rest=False, **options)
@@ -193,6 +197,9 @@ def test_rate_statistics_match_reference(backend: str, device: str, options: dic
     assert torch.equal(got.spikes, expected.spikes) and torch.equal(got.state.v, expected.state.v)
     torch.testing.assert_close(got.rate, expected.rate)
     torch.testing.assert_close(got.eligibility, expected.eligibility, rtol=1e-5, atol=1e-6)
+    assert got.slopes.keys() == expected.slopes.keys() == {n for n, p in fast.named_parameters()}
+    for name, slope in expected.slopes.items():
+        torch.testing.assert_close(got.slopes[name], slope, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("reset", ["soft-detached", "soft", "hard"])
@@ -283,6 +290,27 @@ def test_triton_cuda_graph_and_compile() -> None:
     check(torch.compile(SpikesOnly(fast), fullgraph=True))
 
 
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+@pytest.mark.parametrize("options", OPTIONS[::3], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_cut_path_matches_the_loop(backend: str, device: str, options: dict) -> None:
+    """``forward_cut`` (SLTT's step-to-step gradient dropped) on the kernel equals the loop of ``step`` on detached
+    states: spikes and v exactly, the gradients of the input, the initial membrane (none) and the parameters."""
+    reference, fast = lif_pair(backend, device, (5,) if options["learn_tau"] else None, **options)
+    x, v0 = inputs((9, 2, 5), device, at_rest=False, **options)
+    results = []
+    for neuron in (reference, fast):
+        spikes, state = neuron.forward_cut(x, MembraneState(v0))
+        weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1)).to(device)
+        value = (spikes * weights).sum() + state.v.square().sum()
+        grads = torch.autograd.grad(value, [x, v0, *neuron.parameters()], allow_unused=True, materialize_grads=True)
+        results.append((spikes, state.v, grads))
+    (s_ref, v_ref, g_ref), (s, v, g) = results
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
+    assert not g_ref[1].any(), "no gradient reaches the initial membrane"
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
 @pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
 @pytest.mark.parametrize("scalar", ["fp32", "fp64"])
 def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
@@ -307,7 +335,9 @@ def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
     common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
     common.update({"DETACH": False, "SURROGATE": 1})
     forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True, "STATS": False})
-    backward = ptx(triton_lif._backward_kernel, {**common, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True})
+    backward = ptx(
+        triton_lif._backward_kernel, {**common, "CUT": False, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True}
+    )
     per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
     for code in (forward, backward):
         assert ".local" not in code

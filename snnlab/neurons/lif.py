@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from ..kernels import Backend, choose
 from ..kernels.lif import lif_fused
-from ..kernels.rate import RateStatistics, rate_statistics_by_forward_ad
+from ..kernels.rate import RateStatistics, parameter_slopes, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
 from .leak import Discretization, TimeConstant
@@ -145,7 +145,7 @@ class LIF(LI):
         return s, MembraneState(v)
 
     def _fused(
-        self, x_seq: Tensor, state: MembraneState | None, stats: bool
+        self, x_seq: Tensor, state: MembraneState | None, stats: bool, cut: bool = False
     ) -> tuple[Tensor, MembraneState, Tensor | None] | None:
         """The sequence on the fused backend that ``backend`` chooses for these inputs, or None for the torch loop."""
         v, beta = None if state is None else state.v, self.leak.beta
@@ -154,7 +154,7 @@ class LIF(LI):
             return None
         s, v, statistics = lif_fused(
             backend, x_seq, v, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats,
+            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats, cut=cut,
         )  # fmt: skip
         return s, MembraneState(v), statistics
 
@@ -164,6 +164,14 @@ class LIF(LI):
         fused = self._fused(x_seq, state, stats=False)
         if fused is None:
             return super().forward(x_seq, state)
+        return fused[0], fused[1]
+
+    def forward_cut(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
+        """``forward`` with the membrane entering every step as a constant (SLTT): on a fused backend one kernel whose
+        backward drops the step-to-step term, else the loop of ``step`` on detached states."""
+        fused = self._fused(x_seq, state, stats=False, cut=True)
+        if fused is None:
+            return super().forward_cut(x_seq, state)
         return fused[0], fused[1]
 
     def rate_statistics(self, x_seq: Tensor, state: MembraneState | None = None) -> RateStatistics:
@@ -177,14 +185,25 @@ class LIF(LI):
 
         with g the surrogate derivative at u = h - threshold and k[t] = dh[t]/dc the membrane's derivative along a
         constant input current c (dv/dh as in backward: 1 - theta g soft, (1 - s) + (v_reset - h) g hard, the g
-        terms 0 with ``detach_reset``). A fused backend accumulates both in its forward pass; the torch loop gets
-        them by forward-mode AD."""
+        terms 0 with ``detach_reset``), and the slopes dr/dp of a learnable tau (``leak.w``) and threshold. A fused
+        backend accumulates all of them in its forward pass (the tau's slope from those along beta and gain); the
+        torch loop gets them by forward-mode AD."""
         with torch.no_grad():
             fused = self._fused(x_seq, state, stats=True)
             if fused is None:
-                return rate_statistics_by_forward_ad(functools.partial(super().forward, state=state), x_seq)
-            s, final, statistics = fused
-            return RateStatistics(s, final, statistics[0], statistics[1])
+                statistics = rate_statistics_by_forward_ad(functools.partial(super().forward, state=state), x_seq)
+                return statistics._replace(slopes=parameter_slopes(self, x_seq, state))
+            s, final, (rate, eligibility, along_beta, along_gain, along_theta) = fused
+        slopes = {}
+        if (
+            self.leak.learnable and self.leak.w.requires_grad
+        ):  # beta and gain = 1 - beta (or 1) as functions of w: their derivatives, per entry
+            with torch.enable_grad():
+                (d_beta,) = torch.autograd.grad(self.leak.beta.sum(), self.leak.w)
+            slopes["leak.w"] = (along_beta - along_gain if self.decay_input else along_beta) * d_beta
+        if isinstance(self.threshold, nn.Parameter) and self.threshold.requires_grad:
+            slopes["threshold"] = along_theta
+        return RateStatistics(s, final, rate, eligibility, slopes)
 
     def readout_form(self) -> LI:
         return LI(

@@ -39,6 +39,8 @@ class NonSpiking(Neuron):
     def forward(self, x_seq: Tensor, state: NoState | None = None) -> tuple[Tensor, NoState]:
         return self.step(x_seq, NoState())
 
+    forward_cut = forward  # no state, so nothing to cut
+
     def readout_form(self) -> NonSpiking:
         return NonSpiking("identity")
 

@@ -3,8 +3,12 @@
 from ..registry import Registry
 from .base import Batch, GradientRule, Rule
 from .bptt import BPTT
+from .rate_bp import RateBP
+from .sltt import SLTT
 
 RULES: Registry[Rule] = Registry("rule", key="name")
 RULES.register(BPTT.name, BPTT, config=BPTT.Config)
+RULES.register(SLTT.name, SLTT, config=SLTT.Config)
+RULES.register(RateBP.name, RateBP, config=RateBP.Config)
 
-__all__ = ["RULES", "BPTT", "Batch", "GradientRule", "Rule"]
+__all__ = ["RULES", "BPTT", "SLTT", "Batch", "GradientRule", "RateBP", "Rule"]

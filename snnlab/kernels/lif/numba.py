@@ -134,11 +134,13 @@ def _start(v0, out, n0):  # pragma: no cover - compiled
 @numba.njit(cache=True, inline="always")
 def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, alpha, kind):  # pragma: no cover
     """The steps of a chunk (``x``, ``spikes`` ``[T, m]``) as ``_step_row`` takes them, with the rate and the
-    eligibility (1/T) sum g(u[t]) k[t] into ``statistics`` ``[2, m]``; k = dh/dc along a constant input c."""
+    rate's derivatives (1/T) sum g(u[t]) du[t]/dq into ``statistics`` ``[5, m]``, along q = a constant input c, beta,
+    gain and theta: du/dq = dh/dq (dh/dtheta - 1 for theta) with dh[t]/dq = (1, v[t-1], x[t], 0)[q] + beta dv[t-1]/dq
+    and dv[t]/dq = dv/dh dh[t]/dq (+ dv/dtheta for theta)."""
     T, m = x.shape
     soft = hard == F32(0)
-    k = np.zeros(m, np.float32)  # dv[t-1]/dc
-    acc = np.zeros((2, m), np.float32)
+    k = np.zeros((4, m), np.float32)  # dv[t-1]/dq
+    acc = np.zeros((5, m), np.float32)
     for t in range(T):
         for i in range(m):
             beta, gain, theta = _at(b, i), _at(g, i), _at(th, i)
@@ -146,15 +148,19 @@ def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, al
             u = h - theta
             f = F32(u > F32(0))
             sg = _surrogate(u, alpha, kind)
-            kh = beta * k[i] + gain
+            dv_dh, dv_dtheta = _dv(h, f, sg, theta, v_reset, soft, keep)
+            kc, kb, kg, kt = gain + beta * k[0, i], v[i] + beta * k[1, i], x[t, i] + beta * k[2, i], beta * k[3, i]
             acc[0, i] += f
-            acc[1, i] += sg * kh
-            k[i] = kh * _dv(h, f, sg, theta, v_reset, soft, keep)[0]
+            acc[1, i] += sg * kc
+            acc[2, i] += sg * kb
+            acc[3, i] += sg * kg
+            acc[4, i] += sg * (kt - F32(1))
+            k[0, i], k[1, i], k[2, i], k[3, i] = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
             spikes[t, i] = f
             v[i] = _reset(h, theta, hard, v_reset)
-    for i in range(m):
-        statistics[0, i] = acc[0, i] / F32(T)
-        statistics[1, i] = acc[1, i] / F32(T)
+    for r in range(5):
+        for i in range(m):
+            statistics[r, i] = acc[r, i] / F32(T)
 
 
 class _CompileNotice(event.Listener):
@@ -225,8 +231,8 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, alpha, param_grads, gx, gv0, gp,
-        chunk,
+        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, carry, alpha, param_grads, gx, gv0,
+        gp, chunk,
     ):  # fmt: skip
         T, N = x.shape
         hard = F32(0) if soft else F32(1)
@@ -268,7 +274,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                         sums[1, i] += gh * xt[i]
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
                     gxt[i] = _at(gn, i) * gh
-                    a[i] = _at(b, i) * gh
+                    a[i] = _at(b, i) * gh * carry
             if gv0.shape[0] > 0:
                 gv0[n0:n1] = a
             if param_grads:
@@ -311,7 +317,7 @@ def forward(
     (v0,) = states
     T, N = x.shape
     spikes, v = _empty(x.shape), x.new_empty(N, dtype=v0.dtype)
-    statistics = _empty((2 if stats else 0, N))
+    statistics = _empty((5 if stats else 0, N))
     _forward_kernel(o.surrogate if stats else -1, _parallel(N, _chunk(T)))(
         _np(x), _np(v0), *map(_param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
         F32(0) if o.detach_reset else F32(1), F32(o.alpha), spikes.numpy(), v.numpy(), statistics.numpy(), _chunk(T),
@@ -341,8 +347,8 @@ def backward(
     gx, gv0, gp = _empty(x.shape), torch.empty_like(v0), _empty((3 if param_grads else 0, N))
     _backward_kernel(o.surrogate, _parallel(N, _chunk(T)))(
         _np(gs), per_step, grad_out is not None, _np(gv), _np(x), _np(v0), *map(_param, params), F32(o.v_reset), o.soft,
-        F32(0) if o.detach_reset else F32(1), F32(o.alpha), param_grads, gx.numpy(), gv0.numpy(), gp.numpy(),
-        _chunk(T),
+        F32(0) if o.detach_reset else F32(1), F32(0) if o.cut else F32(1), F32(o.alpha), param_grads, gx.numpy(),
+        gv0.numpy(), gp.numpy(), _chunk(T),
     )  # fmt: skip
     return gx, [gv0], gp
 

@@ -118,9 +118,15 @@ def _forward_kernel(
         v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
     else:  # at rest
         v = tl.zeros([BLOCK], tl.float32)
-    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dc along a constant input c
+    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dq along q = a constant input c, beta, gain, theta
+    k_beta = tl.zeros([BLOCK], tl.float32)
+    k_gain = tl.zeros([BLOCK], tl.float32)
+    k_theta = tl.zeros([BLOCK], tl.float32)
     rate = tl.zeros([BLOCK], tl.float32)
-    eligibility = tl.zeros([BLOCK], tl.float32)
+    eligibility = tl.zeros([BLOCK], tl.float32)  # (1/T) sum g(u) du/dq for each q (numba.py's _statistics_rows)
+    e_beta = tl.zeros([BLOCK], tl.float32)
+    e_gain = tl.zeros([BLOCK], tl.float32)
+    e_theta = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -135,11 +141,15 @@ def _forward_kernel(
             h = _charge(v, x, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
             if STATS:
-                sg = _surrogate_grad(h - theta, alpha, SURROGATE)
-                kh = beta * k + gain
+                sg = tl.where(live, _surrogate_grad(h - theta, alpha, SURROGATE), 0.0)
+                dv_dh, dv_dtheta = _dv(h, f, sg, theta, v_reset, SOFT, DETACH)
+                kc, kb, kg, kt = beta * k + gain, v + beta * k_beta, x + beta * k_gain, beta * k_theta
                 rate += tl.where(live, f, 0.0)
-                eligibility += tl.where(live, sg * kh, 0.0)
-                k = kh * _dv(h, f, sg, theta, v_reset, SOFT, DETACH)[0]
+                eligibility += sg * kc
+                e_beta += sg * kb
+                e_gain += sg * kg
+                e_theta += sg * (kt - 1.0)
+                k, k_beta, k_gain, k_theta = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
             v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
             tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
             x_ptrs += N
@@ -148,14 +158,17 @@ def _forward_kernel(
     if STATS:
         tl.store(stats_ptr + n, rate / T, mask=mask)
         tl.store(stats_ptr + N + n, eligibility / T, mask=mask)
+        tl.store(stats_ptr + 2 * N + n, e_beta / T, mask=mask)
+        tl.store(stats_ptr + 3 * N + n, e_gain / T, mask=mask)
+        tl.store(stats_ptr + 4 * N + n, e_theta / T, mask=mask)
 
 
 @triton.jit
 def _backward_kernel(
     gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, beta_len, gain_len, theta_len,
     gx_ptr, gv0_ptr, gp_ptr, T, N, v_reset, alpha,
-    SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    SOFT: tl.constexpr, DETACH: tl.constexpr, CUT: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr,
+    HAS_GV: tl.constexpr, PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
@@ -204,7 +217,10 @@ def _backward_kernel(
                 acc_beta += gh * v_prev[k]
                 acc_gain += gh * xs[k]
                 acc_theta += tl.where(live, a * dv_dtheta - g * sg, 0.0)
-            a = tl.where(live, beta * gh, a)
+            if CUT:  # the membrane entered step t as a constant: no gradient reaches step t - 1
+                a = tl.where(live, 0.0, a)
+            else:
+                a = tl.where(live, beta * gh, a)
     if HAS_V0:
         tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
     if PARAM_GRADS:  # per neuron; scan_op sums them to each parameter's length
@@ -248,7 +264,7 @@ def forward(
     T, N = x.shape
     spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    statistics = torch.empty((2 if stats else 0, N), dtype=torch.float32, device=x.device)
+    statistics = torch.empty((5 if stats else 0, N), dtype=torch.float32, device=x.device)
     block, warps = _launch(N, x.device)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, *params, *(p.shape[0] for p in params), spikes, v, ckpt, statistics, T, N, o.v_reset, o.alpha,
@@ -279,7 +295,7 @@ def backward(
     wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
         gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
         *(p.shape[0] for p in params), gx, gv0, gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
+        SOFT=o.soft, DETACH=o.detach_reset, CUT=o.cut, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
         HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
         num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
