@@ -177,7 +177,7 @@ def cases(features: int, max_delay: int, shape: tuple[int, int]) -> dict[str, tu
     try:
         from DCLS.construct.modules import Dcls1d
     except ImportError:
-        print("dcls is not installed (pip install -e \".[bench]\"): its row is left out", file=sys.stderr)
+        print('dcls is not installed (pip install -e ".[bench]"): its row is left out', file=sys.stderr)
     else:
         dcls = Dcls1d(features, features, kernel_count=1, dilated_kernel_size=max_delay, version="gauss", bias=False)
         with torch.no_grad():
