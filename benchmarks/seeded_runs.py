@@ -92,7 +92,8 @@ def table(outcomes: Sequence[Outcome], claim_header: str = "paper's claim") -> s
         "|---|---|---|---|---|",
     ]
     for o in outcomes:
-        rate = mean_std(o.firing_rates, 3) if all(r == r for r in o.firing_rates) else "n/a"
+        known = all(isinstance(r, float) and r == r for r in o.firing_rates)  # None or NaN: no binary spikes
+        rate = mean_std(o.firing_rates, 3) if known else "n/a"
         lines.append(f"| {o.row.label} | {o.accuracy()} | {rate} | {statistics.fmean(o.seconds):.1f} | {o.row.claim} |")
     return "\n".join(lines)
 
