@@ -16,6 +16,7 @@ equations; the result is the YAML of the blocks and the tensors to load into the
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from typing import Any, NamedTuple
 
@@ -258,25 +259,32 @@ def _loop_of(subgraph: Any, name: str) -> tuple[Any, Any]:
 
 
 def _place(blocks: list[dict[str, Any]], part: Part, recurrent: Part | None, name: str) -> None:
-    """Put ``part`` into the last block, or start a new one where the block order does not allow it there."""
+    """Put ``part`` into the last block, or start a new one where the block order does not allow it there, or
+    where the node's name says it was written from another block (``blocks_<i>_...``: snnlab's own files)."""
     from ..synapses import POST
 
-    current = blocks[-1] if blocks else None
-    if part.role == "synapse":
-        blocks.append({"synapse": part, "neuron": None, "recurrent": None, "post": []})
-    elif part.role == "neuron":
-        if current is None or current["neuron"] is not None or current["post"]:
-            blocks.append({"synapse": None, "neuron": part, "recurrent": recurrent, "post": []})
-        else:
-            current["neuron"], current["recurrent"] = part, recurrent
-    else:
-        order = POST.in_order()
-        if current is None or (current["post"] and order.index(current["post"][-1].key) >= order.index(part.key)):
-            blocks.append({"synapse": None, "neuron": None, "recurrent": None, "post": [part]})
-        else:
-            current["post"].append(part)
     if recurrent is not None and part.role != "neuron":
         raise NIRUnsupported(f"node {name!r}: a loop around a {part.key}, not a neuron")
+    hint = re.match(r"blocks_(\d+)_", name)
+    hint = hint.group(1) if hint else None
+    current = blocks[-1] if blocks and (hint is None or blocks[-1]["hint"] == hint) else None
+    order = POST.in_order()
+    if part.role == "synapse":
+        current = None
+    elif part.role == "neuron" and current is not None and (current["neuron"] is not None or current["post"]):
+        current = None
+    elif part.role == "post" and current is not None and current["post"]:
+        if order.index(current["post"][-1].key) >= order.index(part.key):
+            current = None
+    if current is None:
+        current = {"synapse": None, "neuron": None, "recurrent": None, "post": [], "hint": hint}
+        blocks.append(current)
+    if part.role == "post":
+        current["post"].append(part)
+    else:
+        current[part.role] = part
+        if recurrent is not None:
+            current["recurrent"] = recurrent
 
 
 def _fold_input_map(block: dict[str, Any], index: int, notes: list[str]) -> None:

@@ -82,7 +82,8 @@ class LI(Neuron):
 def leak_to_nir(neuron: LI, ctx: ExportContext) -> tuple[float, float]:
     """NIR's (tau, r) of a leaky neuron for a step of ``ctx.dt`` seconds: the continuous time constant of its beta
     (``inf`` without leak) and the resistance that gives its input gain (1 - beta, or 1 without ``decay_input``)."""
-    beta = float(neuron.leak.beta)
+    beta = neuron.leak.beta
+    beta = float(beta.detach()) if isinstance(beta, Tensor) else beta
     gain = 1 - beta if neuron.decay_input else 1.0
     tau = continuous_tau(beta, ctx.dt, neuron.leak.discretization)  # beta is per step, and a step lasts ctx.dt
     return tau, (gain / (1 - beta) if beta < 1 else gain / ctx.dt)

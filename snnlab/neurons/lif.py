@@ -268,7 +268,9 @@ def lif_to_nir(neuron: LIF, shape: tuple[int, ...], ctx: ExportContext) -> list[
     if neuron.reset == "soft":
         raise NIRUnsupported(SOFT_RESET_REFUSED)
     tau, r = leak_to_nir(neuron, ctx)
-    threshold, v_reset = np.full(shape, float(neuron.threshold)), np.full(shape, float(neuron.v_reset))
+    threshold = neuron.threshold
+    threshold = np.full(shape, float(threshold.detach()) if isinstance(threshold, Tensor) else threshold)
+    v_reset = np.full(shape, float(neuron.v_reset))
     options = _trained_options(neuron)
     if math.isinf(tau):
         metadata = neuron_metadata(neuron, **options)
