@@ -243,3 +243,30 @@ def test_imported_nodes_snnlab_cannot_express_are_named() -> None:
     )
     with pytest.raises(NIRUnsupported, match="tau differs between neurons"):
         from_nir(per_neuron, dt=1e-3)
+
+
+def test_cli_exports_a_run_and_imports_it_into_a_folder_eval_reads(quick_raw: dict, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from snnlab.cli import app
+    from snnlab.config import validate
+    from snnlab.runner import run
+
+    quick_raw["train"]["epochs"] = 1
+    quick_raw["data"]["time_steps"] = 4
+    quick_raw["network"]["neuron"]["reset"] = "hard"
+    result = run(validate(quick_raw), "test.yaml", progress=False)
+    cli = CliRunner()
+    out = cli.invoke(app, ["export", str(result.run_dir), "-o", str(tmp_path / "q.nir"), "--dt", "1e-3"])
+    assert out.exit_code == 0, out.output
+    assert "dt 0.001 s" in out.output
+    out = cli.invoke(app, ["import", str(tmp_path / "q.nir"), "-o", str(tmp_path / "imported")])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.output[out.output.index("{") :])
+    assert metrics["test_accuracy"] == pytest.approx(result.summary["best_test_accuracy"], abs=1e-9)
+    assert (tmp_path / "imported" / "config.yaml").is_file() and (tmp_path / "imported" / "best.safetensors").is_file()
+    write_nir(tmp_path / "bare.nir", hand_graph("exp"))
+    out = cli.invoke(app, ["import", str(tmp_path / "bare.nir"), "--no-evaluate"])
+    assert out.exit_code == 2 and "records no time step" in out.output
