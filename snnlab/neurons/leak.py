@@ -23,6 +23,17 @@ def decay_factor(tau: float, dt: float, discretization: Discretization) -> float
     return 1.0 - dt / tau
 
 
+def continuous_tau(beta: float, dt: float, discretization: Discretization) -> float:
+    """The continuous time constant (in the units of ``dt``) whose ``discretization`` gives the decay ``beta`` per
+    step of ``dt``: dt / ln(1/beta) (``exp``, the exact zero-order hold of tau dv/dt = -v) or dt / (1 - beta)
+    (``euler``); the inverse of ``decay_factor``. NIR's ``tau`` for a step of ``dt`` seconds."""
+    if beta >= 1:
+        return math.inf
+    if discretization == "exp":
+        return dt / -math.log(beta) if beta > 0 else 0.0
+    return dt / (1 - beta)
+
+
 def charge(x: Tensor, v: Tensor, beta: Tensor | float, decay_input: bool) -> Tensor:
     """Pre-reset membrane h = beta v + (1 - beta) x, or beta v + x when ``decay_input`` is false."""
     if decay_input:
@@ -69,11 +80,7 @@ class Leak(nn.Module):
     def tau(self) -> float:
         """The time constant that the current beta corresponds to, in the units of ``dt``."""
         beta = float(torch.sigmoid(self.w.detach())) if self.learnable else self._beta
-        if beta >= 1:
-            return math.inf
-        if self.discretization == "exp":
-            return -self.dt / math.log(beta) if beta > 0 else 0.0
-        return self.dt / (1 - beta)
+        return continuous_tau(beta, self.dt, self.discretization)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, dt={self.dt}, discretization={self.discretization}, learnable={self.learnable}"

@@ -28,10 +28,11 @@ Mapping to other libraries:
   ``v_reset`` SpikingJelly leaks toward ``v_reset`` rather than 0, which matches
   here only for ``v_reset=0``. SpikingJelly fires on ``h >= threshold``.
 * NIR ``LIF`` (continuous time, ``tau dv/dt = (v_leak - v) + r I``; NIR stores no dt)
-  is the exact zero-order-hold limit of the ``exp`` discretisation for an export
-  step ``dt_s`` seconds: ``tau = dt_s / ln(1/beta)``, ``r = 1`` with ``decay_input``
-  (else ``1 / (1 - beta)``), ``v_leak = 0``, ``v_threshold = threshold``,
-  ``v_reset = v_reset``; a soft reset has no NIR ``LIF`` equivalent.
+  for an export step of ``dt_s`` seconds: ``tau = dt_s / ln(1/beta)`` (``exp``, the
+  exact solution for an input held over the step) or ``dt_s / (1 - beta)`` (``euler``),
+  ``r = 1`` with ``decay_input`` (else ``1 / (1 - beta)``), ``v_leak = 0``,
+  ``v_threshold = threshold``, ``v_reset = v_reset``; IF is NIR ``IF`` with
+  ``r = 1 / dt_s``. A soft reset has no NIR node (``lif_to_nir`` refuses it).
 
 Example::
 
@@ -47,19 +48,31 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import (
+    ExportContext,
+    ImportContext,
+    NIRUnsupported,
+    Part,
+    close,
+    nir_export,
+    nir_import,
+    tidy,
+    uniform,
+)
 from ..kernels import Backend, choose
 from ..kernels.lif import lif_fused
 from ..kernels.rate import RateStatistics, parameter_slopes, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
 from .leak import Discretization, TimeConstant
-from .li import LI
+from .li import LI, leak_from_nir, leak_to_nir, neuron_metadata, options_from_metadata
 
 Reset = Literal["soft", "hard"]
 
@@ -247,3 +260,65 @@ class IF(LIF):
             learn_threshold=learn_threshold,
             backend=backend,
         )
+
+
+SOFT_RESET_REFUSED = (
+    "reset: soft (subtract the threshold) has no NIR node: NIR's LIF and IF set the membrane to v_reset, and a file "
+    "that meant subtraction would run with that reset in every other tool; train with reset: hard (v_reset 0) to "
+    "export"
+)
+
+
+def _trained_options(neuron: LIF) -> dict[str, Any]:
+    """The options of a LIF or IF that NIR has no field for."""
+    surrogate = neuron.surrogate
+    options: dict[str, Any] = {"detach_reset": neuron.detach_reset, "backend": neuron.backend}
+    options["learn_threshold"] = isinstance(neuron.threshold, torch.nn.Parameter)
+    if surrogate.name != "function":
+        options["surrogate"] = surrogate.model_dump()
+    return options
+
+
+@nir_export(LIF, IF)
+def lif_to_nir(neuron: LIF, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """``nir.LIF`` with a hard reset (``nir.IF`` without leak); a soft reset is refused (``SOFT_RESET_REFUSED``)."""
+    import nir
+
+    if neuron.reset == "soft":
+        raise NIRUnsupported(SOFT_RESET_REFUSED)
+    tau, r = leak_to_nir(neuron, ctx)
+    threshold = neuron.threshold
+    threshold = np.full(shape, float(threshold.detach()) if isinstance(threshold, Tensor) else threshold)
+    v_reset = np.full(shape, float(neuron.v_reset))
+    options = _trained_options(neuron)
+    if math.isinf(tau):
+        metadata = neuron_metadata(neuron, **options)
+        return [nir.IF(r=np.full(shape, r), v_threshold=threshold, v_reset=v_reset, metadata=metadata)]
+    metadata = neuron_metadata(neuron, **options, learn_tau=neuron.leak.learnable)
+    return [
+        nir.LIF(
+            tau=np.full(shape, tau), r=np.full(shape, r), v_leak=np.zeros(shape), v_threshold=threshold,
+            v_reset=v_reset, metadata=metadata,
+        )
+    ]  # fmt: skip
+
+
+def _firing(node: Any) -> dict[str, Any]:
+    """Threshold and hard reset of a NIR LIF or IF (NIR has no other reset)."""
+    threshold, v_reset = uniform(node.v_threshold, "v_threshold"), uniform(node.v_reset, "v_reset")
+    return {"threshold": tidy(threshold), "reset": "hard", "v_reset": tidy(v_reset)}
+
+
+@nir_import("LIF")
+def lif_from_nir(node: Any, ctx: ImportContext) -> Part:
+    options, scale, shift = leak_from_nir(node, node.tau, node.r, node.v_leak, ctx)
+    options = {**options, **_firing(node), **options_from_metadata(node)}
+    return Part("neuron", "lif", options, input_scale=scale, input_shift=shift)
+
+
+@nir_import("IF")
+def if_from_nir(node: Any, ctx: ImportContext) -> Part:
+    """NIR's IF adds dt r I per step; snnlab's IF adds x: the factor dt r is folded into the synapse."""
+    scale = ctx.dt * np.asarray(node.r, dtype=np.float64)
+    options = {**_firing(node), **options_from_metadata(node)}
+    return Part("neuron", "if", options, input_scale=1.0 if close(scale, 1.0) else scale)

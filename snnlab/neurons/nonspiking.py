@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from ..export.registry import ExportContext, NIRUnsupported, nir_export
 from .base import Neuron, NoState, validated
 
 Activation = Literal["relu", "identity"]
@@ -46,3 +47,11 @@ class NonSpiking(Neuron):
 
     def extra_repr(self) -> str:
         return self.activation
+
+
+@nir_export(NonSpiking)
+def nonspiking_to_nir(neuron: NonSpiking, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """The identity needs no node (the block's current is its output); NIR has no rectifier, so ReLU is refused."""
+    if neuron.activation == "relu":
+        raise NIRUnsupported("activation relu has no NIR node (NIR's nodes are linear maps, pools and neurons)")
+    return []

@@ -23,6 +23,10 @@ Three parts come from the paper's training recipe:
 Inputs arrive folded over time, ``[T*B, ...]`` (or one step ``[B, ...]``), and are expected to be non-negative
 (spikes or intensities), as the previous layer's E spikes are. "A sample" is one row: one sample at one time step,
 as in the paper's code, so a step-by-step run gives the same currents as a whole sequence.
+
+NIR: the division by the shunting current has no NIR node, so a divisive circuit is refused; the balanced current
+of an output block (no division) is linear and is exported as one ``Linear`` (``Conv2d``) of weight
+W_EE - W_EI W_IE.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .conv import Conv2d, image_channels
-from .linear import Linear, flat_features
+from ..export.registry import ExportContext, NIRUnsupported, nir_export
+from .conv import Conv2d, conv_to_nir, image_channels
+from .linear import Linear, flat_features, linear_to_nir
 
 
 class InputStats(NamedTuple):
@@ -400,3 +405,18 @@ def ei_conv(
         detach_denominator,
         scale_ei_grad,
     )
+
+
+@nir_export(EILinear, EIConv2d)
+def ei_to_nir(module: EICircuit, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """The balanced current W_EE x - W_EI (W_IE x) as one linear map; the divisive circuit is refused."""
+    if module.divisive is not False:
+        raise NIRUnsupported(
+            "an E-I circuit divides by its shunting current W_EI (g_I W_IE x), and NIR has no division node; only "
+            "the balanced current of an output block (divisive: false) is linear and exports"
+        )
+    with torch.no_grad():
+        weight = module.ee.weight - torch.einsum("ei,i...->e...", module.weight_ei, module.ie.weight)
+        merged = copy.deepcopy(module.ee)
+        merged.weight.copy_(weight)
+    return linear_to_nir(merged, shape, ctx) if isinstance(merged, Linear) else conv_to_nir(merged, shape, ctx)
