@@ -48,6 +48,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import refuse_nir
 from .base import MembraneState, Neuron, validated
 from .leak import Discretization, Leak, TimeConstant, charge, decay_factor
 from .li import LI
@@ -135,3 +136,6 @@ class Meta(Neuron):
             f"threshold={g:.4g}, temperature={self.temperature}, memoryless={self.leak is None}, "
             f"decay_input={self.decay_input}, firing={self.firing}, learn_intrinsic={self.learn_intrinsic}"
         )
+
+
+refuse_nir(Meta, "stochastic: its Bernoulli firing (spikes drawn with a sigmoid probability) has no NIR node")

@@ -32,6 +32,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import refuse_nir
 from .base import validated
 from .ultralif import LN_TAU_RANGE, DecayFactor, Positive, UltraNeuron, lse, value
 
@@ -86,3 +87,9 @@ class UltraDLIF(UltraNeuron):
     def extra_repr(self) -> str:
         tau = "none" if self.centre is None else f"{value(self.centre):.4g}"
         return f"tau={tau}{' (learnable)' if self.learn_tau else ''}, {super().extra_repr()}"
+
+
+refuse_nir(
+    UltraDLIF,
+    "its log-sum-exp (soft max) membrane update, coupling neighbours, and sigmoid output have no NIR node",
+)

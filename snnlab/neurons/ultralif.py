@@ -38,6 +38,7 @@ import torch
 from pydantic import AfterValidator, Field
 from torch import Tensor, nn
 
+from ..export.registry import refuse_nir
 from ..kernels import Backend, choose
 from ..kernels.ultralif import ultralif_fused
 from .base import MembraneState, Neuron, validated
@@ -187,3 +188,6 @@ class UltraLIF(UltraNeuron):
     def extra_repr(self) -> str:
         tau = f"{math.exp(value(self.ln_tau)):.4g}" + (" (learnable)" if self.learn_tau else "")
         return f"tau={tau}, {super().extra_repr()}, backend={self.backend}"
+
+
+refuse_nir(UltraLIF, "its log-sum-exp (soft max) membrane update and sigmoid output have no NIR node")

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import refuse_nir
 from ..neurons.meta import sample_spikes
 from .linear import Linear, flat_features
 
@@ -159,3 +160,10 @@ def meta_linear(
         learn_intrinsic: learn p_syn and b (one value per layer each).
     """
     return MetaLinear(flat_features(in_shape, in_features), out_features, bias, p_syn, b, transmission, learn_intrinsic)
+
+
+refuse_nir(
+    MetaLinear,
+    "stochastic: its Bernoulli transmission (each input released with probability p_syn and a random amplitude) "
+    "has no NIR node",
+)
