@@ -11,18 +11,24 @@ run's seed and keeps them; ``fixed`` takes them from ``delays``.
 Positions are measured as delays, in steps. DCLS (and the paper's code) measures them from the centre of a kernel
 of size D that it pads by D - 1 on the left: its p_dcls is D - 1 - D // 2 - d here (d = D // 2 - p_dcls for the
 paper's odd D), and its initialisation, uniform in [-D // 2, D // 2], is uniform in [0, D - 1] here.
+
+NIR (export only): the evaluation form, as the exact chain ``Linear`` (fan-out: one copy of the input per distinct
+delay d_k) -> ``Delay`` (copy k by d_k * dt seconds) -> ``Linear``/``Affine`` (weight ``[out, K * in]``, block k
+keeping the connections whose delay is d_k). Import refuses ``Delay`` nodes: reading the chain back would need the
+graph walker to recognise three nodes as one layer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import ExportContext, ImportContext, NIRUnsupported, Part, nir_export, nir_import
 from ..stateful import StatefulModule
 
 Mode = Literal["learned", "random", "fixed"]
@@ -284,3 +290,32 @@ def _check_delays(mode: Mode, delays: int | list[list[int]] | None, max_delay: i
         raise ValueError(
             f"delays: each must be in 0 .. max_delay - 1 = {max_delay - 1}, got {values.min()}..{values.max()}"
         )
+
+
+@nir_export(DelaySynapse)
+def delay_to_nir(module: DelaySynapse, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """The rounded integer delays (``delays()``, what ``eval()`` computes) as an exact composition: with d_1..d_K
+    the distinct delays, ``Linear`` [K * in, in] of K stacked identities, ``Delay`` of d_k * dt for copy k, and
+    ``Linear`` (``Affine`` with a bias) [out, K * in] whose block k is W masked to the connections of delay d_k:
+    y[t] = sum_k (W * [D = d_k]) x[t - d_k] + b."""
+    import nir
+
+    delays = module.delays().cpu()
+    distinct = torch.unique(delays)
+    weight = module.weight.detach().cpu().float()
+    n_in = module.in_features
+    fan_out = torch.eye(n_in).repeat(len(distinct), 1)
+    seconds = (distinct.double() * ctx.dt).repeat_interleave(n_in)
+    masked = torch.cat([weight * (delays == d) for d in distinct], dim=1)
+    nodes = [nir.Linear(weight=fan_out.numpy()), nir.Delay(delay=seconds.numpy())]
+    if module.bias is None:
+        return [*nodes, nir.Linear(weight=masked.numpy())]
+    return [*nodes, nir.Affine(weight=masked.numpy(), bias=module.bias.detach().cpu().float().numpy())]
+
+
+@nir_import("Delay")
+def delay_from_nir(node: Any, ctx: ImportContext) -> Part:
+    raise NIRUnsupported(
+        "snnlab does not read Delay nodes back (its delay synapse exports as Linear -> Delay -> Linear, which its "
+        "chain reader does not recognise as one layer); rebuild the network from the run's config instead"
+    )
