@@ -316,13 +316,15 @@ def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
 
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
-    """This file's Triton cases, on the CPU through ``TRITON_INTERPRET=1`` (read at import, hence the subprocess)."""
+    """This file's Triton cases and ``test_alif_cuba.py``'s, on the CPU through ``TRITON_INTERPRET=1`` (read at import,
+    hence the subprocess, one for both)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "triton-cpu"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         str(Path(__file__).with_name("test_alif_cuba.py")), "-k", "triton-cpu"],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

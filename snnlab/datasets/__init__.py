@@ -26,12 +26,13 @@ from .ncars import ncars
 from .nmnist import nmnist
 from .shd import shd
 from .ssc import ssc
+from .temporal_order import temporal_order
 
 _validated = validate_call(config=ConfigDict(validate_default=True, allow_inf_nan=False))
 # A builder's defaults are YAML spellings (``encoder="direct"``): validating the call turns them, and names given
 # from Python, into the objects the builder uses, as the schema does for YAML.
-cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc = (
-    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc)
+cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc, temporal_order = (
+    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, shd, ssc, temporal_order)
 )
 
 DATASETS: Registry[DatasetSplits] = Registry("dataset", key="name", base=DataOptions)
@@ -42,6 +43,7 @@ DATASETS.register("cifar10_dvs", cifar10_dvs)
 DATASETS.register("ncars", ncars)
 DATASETS.register("shd", shd)
 DATASETS.register("ssc", ssc)
+DATASETS.register("temporal_order", temporal_order)
 
 __all__ = [
     "DATASETS",
@@ -57,4 +59,5 @@ __all__ = [
     "nmnist",
     "shd",
     "ssc",
+    "temporal_order",
 ]
