@@ -9,6 +9,7 @@ Triton runs on CUDA when there is a GPU and on the CPU through its interpreter i
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from test_kernels import TARGETS, _can_run
 from torch import Tensor
 
 from snnlab.builder import build_network
-from snnlab.config import validate
+from snnlab.config import load_experiment, validate
 from snnlab.datasets import DATASETS
 from snnlab.errors import ConfigError
 from snnlab.neurons import ALIF, LI, LIF, NEURONS, ALIFState, CubaLI, CubaLIF, CubaState
@@ -348,6 +349,16 @@ def test_bad_options_name_the_key(neuron: dict, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         validate({"network": {"neuron": neuron, "blocks": [{"linear": 4}]}})
     assert key in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "hidden"), [("temporal_order_alif", (32,), ALIF), ("digits_cuba", (64,), CubaLIF)]
+)
+def test_bundled_experiments_build(name: str, shape: tuple, hidden: type) -> None:
+    """The bundled experiments of these neurons validate and build (what ``snnlab check`` does)."""
+    cfg, _ = load_experiment(str(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml"))
+    net = build_network(cfg.network, shape, membrane_output=True)
+    assert type(net.blocks[0].neuron) is hidden and not net.blocks[-1].neuron.spiking
 
 
 def test_adaptive_fraction_needs_a_shape_in_python() -> None:
