@@ -376,7 +376,7 @@ def test_temporal_order_task() -> None:
     only the order of the bursts tells them apart."""
     splits = DATASETS.builder("temporal_order")(train_samples=600, test_samples=50)
     x, y = splits.train[0]
-    assert x.shape == (60, 32) and x.dtype == torch.float32 and splits.input_shape == (32,)
+    assert x.shape == (80, 32) and x.dtype == torch.float32 and splits.input_shape == (32,)
     assert splits.num_classes == 2
     xs, ys = splits.train.x.float(), splits.train.y
     assert 0.4 < ys.float().mean() < 0.6 and set(xs.unique().tolist()) == {0.0, 1.0}

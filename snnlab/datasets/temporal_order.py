@@ -11,13 +11,18 @@ the first burst across the gap to know it. A LIF membrane forgets in a few tau; 
 the first burst raised still lowers the response to the second burst tau_a later, when the two symbols share
 neurons.
 
+The first burst is always the earlier one, so anything that tells absolute time tells the order too: a response
+cut short by the end of the sequence (hence ``tail_steps``), or a clock in the network, such as neurons that a
+constant drive (a bias) makes fire tonically from t = 0. With a hidden bias and a 5-step tail, LIF and CUBA-LIF
+networks reached 57-69% here; without either, 47-50% (``experiments/temporal_order_alif.yaml`` has no hidden bias).
+
 Example::
 
     >>> from snnlab.datasets import temporal_order
     >>> splits = temporal_order(train_samples=100, test_samples=20)
     >>> x, label = splits.train[0]
     >>> x.shape, splits.num_classes
-    (torch.Size([60, 32]), 2)
+    (torch.Size([80, 32]), 2)
 """
 
 from __future__ import annotations
@@ -78,13 +83,13 @@ def order_samples(
 
 
 def temporal_order(
-    time_steps: Annotated[int, Field(ge=2)] = 60,
+    time_steps: Annotated[int, Field(ge=2)] = 80,
     symbols: Annotated[int, Field(ge=2)] = 4,
     channels_per_symbol: Annotated[int, Field(ge=1)] = 8,
     burst_steps: Annotated[int, Field(ge=1)] = 5,
     min_gap: Annotated[int, Field(ge=1)] = 25,
     max_gap: Annotated[int, Field(ge=1)] = 40,
-    tail_steps: Annotated[int, Field(ge=0)] = 5,
+    tail_steps: Annotated[int, Field(ge=0)] = 25,
     rate: Annotated[float, Field(gt=0, le=1)] = 0.6,
     noise: Annotated[float, Field(ge=0, lt=1)] = 0.01,
     train_samples: Annotated[int, Field(ge=2)] = 2000,
@@ -100,7 +105,8 @@ def temporal_order(
         burst_steps: steps of each burst.
         min_gap: fewest steps from the first burst's onset to the second's (the memory the task needs).
         max_gap: most steps between the onsets.
-        tail_steps: quiet steps at least after the second burst (so its response ends within the sequence).
+        tail_steps: quiet steps at least after the second burst, so that its response ends within the sequence as
+            the first's does: a readout that sums over time must not see the second cut short.
         rate: spike probability per step on a burst's channels.
         noise: spike probability per step elsewhere.
         train_samples: training sequences (a validation share is held out of them).

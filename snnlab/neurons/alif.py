@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, NamedTuple
 
 import torch
@@ -71,9 +72,7 @@ class ALIFState(NamedTuple):
 
 def adaptive_mask(shape: tuple[int, ...], fraction: float) -> Tensor:
     """1.0 at exactly round(fraction N) of the N neurons of ``shape`` (drawn from torch's generator), 0.0 elsewhere."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     mask = torch.zeros(n)
     mask[torch.randperm(n)[: round(fraction * n)]] = 1.0
     return mask.reshape(shape)
@@ -89,10 +88,18 @@ class ALIF(LIF):
         threshold: the baseline threshold b0.
         adaptive_fraction: the share of neurons that adapt; the others are LIF (beta_a 0). Below 1 it needs
             ``in_shape``.
-        dt, discretization, reset, v_reset, decay_input, detach_reset, surrogate, learn_tau, backend: as for LIF.
+        dt: the time step.
+        discretization: ``exp`` (beta = exp(-dt/tau), rho likewise) or ``euler`` (1 - dt/tau).
+        reset: ``soft`` subtracts the threshold B the spike crossed, ``hard`` sets the membrane to ``v_reset``.
+        v_reset: membrane value after a hard reset.
+        decay_input: scale the input by (1 - beta) (LSNN's form) or not.
+        detach_reset: let no gradient flow through the reset (it still flows through the adaptation).
+        surrogate: the pseudo-derivative of the spike; a name or ``{name, alpha}``.
+        learn_tau: learn one membrane decay per layer (as PLIF).
         learn_threshold: learn b0, per neuron where ``in_shape`` is given.
         learn_tau_a: learn tau_a (rho = sigmoid(w)), per neuron where ``in_shape`` is given.
         learn_beta_a: learn beta_a, per neuron where ``in_shape`` is given (non-adapting neurons stay at 0).
+        backend: what runs ``forward`` over a sequence: ``auto``, ``torch``, ``triton`` or ``numba`` (as for LIF).
         in_shape: the shape of the layer's neurons (one sample), for per-neuron parameters; the builder gives it.
     """
 

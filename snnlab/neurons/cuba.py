@@ -73,9 +73,13 @@ class CubaLI(LI):
     """CUBA-LIF without firing: its output is the membrane h (``CubaLIF.readout_form``).
 
     Args:
+        tau: membrane time constant, in units of ``dt``.
         tau_syn: synaptic time constant, in units of ``dt``.
+        dt: the time step.
+        discretization: ``exp`` (beta = exp(-dt/tau), alpha likewise) or ``euler`` (1 - dt/tau).
+        decay_input: scale the input of both stages, by (1 - alpha) and (1 - beta).
+        learn_tau: learn beta = sigmoid(w), one per layer.
         learn_tau_syn: learn alpha = sigmoid(w), one per layer.
-        tau, dt, discretization, decay_input, learn_tau: as for LI.
     """
 
     @validated
@@ -107,10 +111,21 @@ class CubaLIF(LIF):
     """Current-based LIF: a synaptic current of time constant ``tau_syn`` drives a LIF membrane.
 
     Args:
+        tau: membrane time constant, in units of ``dt``.
         tau_syn: synaptic time constant, in units of ``dt``.
+        dt: the time step.
+        discretization: ``exp`` (beta = exp(-dt/tau), alpha likewise) or ``euler`` (1 - dt/tau).
+        threshold: firing threshold.
+        reset: ``soft`` subtracts the threshold, ``hard`` sets the membrane to ``v_reset``.
+        v_reset: membrane value after a hard reset.
+        decay_input: scale the input of both stages, by (1 - alpha) and (1 - beta); false is snnTorch's
+            ``Synaptic``.
+        detach_reset: let no gradient flow through the reset.
+        surrogate: the pseudo-derivative of the spike; a name or ``{name, alpha}``.
+        learn_tau: learn beta = sigmoid(w), one per layer.
         learn_tau_syn: learn alpha = sigmoid(w), one per layer.
-        tau, dt, discretization, threshold, reset, v_reset, decay_input, detach_reset, surrogate, learn_tau,
-            learn_threshold, backend: as for LIF (``decay_input`` scales the input of both stages).
+        learn_threshold: learn one threshold per layer.
+        backend: what runs ``forward`` over a sequence: ``auto``, ``torch``, ``triton`` or ``numba`` (as for LIF).
     """
 
     @validated

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from ..scan_op import define_scan_op
-from ..triton_common import charge, exact, launch, param, reset, surrogate_grad
+from ..triton_common import charge, exact, launch, mul_rn, param, reset, surrogate_grad
 from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import ALIF_MODEL
 
@@ -33,8 +33,12 @@ NUM_WARPS = 4
 
 @triton.jit
 def _threshold(a, beta_a, b0, EXACT: tl.constexpr):
-    """B = b0 + beta_a a, rounded as ``ALIF.step`` rounds it (one product, then the sum: b0 1.0 is exact)."""
-    return charge(a, 1.0, beta_a, b0, EXACT)
+    """B = b0 + beta_a a, rounded as ``ALIF.step`` rounds it: the product, then the sum."""
+    if EXACT:
+        threshold = b0 + mul_rn(beta_a, a)
+    else:
+        threshold = b0 + beta_a * a
+    return threshold
 
 
 @triton.jit
@@ -129,14 +133,16 @@ def _backward_kernel(
         v = tl.load(ckpt_ptr + seg.to(tl.int64) * N + n, mask=mask, other=0.0)
         a = tl.load(ckpt_ptr + (segments + seg).to(tl.int64) * N + n, mask=mask, other=0.0)
         hs = ()
+        thresholds = ()
         v_prev = ()
         a_prev = ()
         xs = ()
-        for k in tl.static_range(K):  # recompute the segment, keeping h, v[t-1], a[t-1] and x
+        for k in tl.static_range(K):  # recompute the segment, keeping h, B, v[t-1], a[t-1] and x
             x = tl.load(x_ptr + (start + k) * N + n, mask=mask & (zero + (start + k) < T), other=0.0).to(tl.float32)
             threshold = _threshold(a, beta_a, b0, EXACT)
             h = charge(v, x, beta, gain, EXACT)
             hs = hs + (h,)
+            thresholds = thresholds + (threshold,)
             v_prev = v_prev + (v,)
             a_prev = a_prev + (a,)
             xs = xs + (x,)
@@ -147,7 +153,7 @@ def _backward_kernel(
             t = start + k
             live = zero + t < T
             h = hs[k]
-            threshold = _threshold(a_prev[k], beta_a, b0, EXACT)
+            threshold = thresholds[k]
             u = h - threshold
             f = (u > 0).to(tl.float32)
             sg = surrogate_grad(u, alpha, SURROGATE)

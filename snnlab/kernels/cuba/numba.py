@@ -46,11 +46,11 @@ BUFFERS = 2
 
 
 @numba.njit(cache=True, inline="always")
-def _step_row(x, v, cur, out, beta, gain, alpha, gain_syn, theta, hard, v_reset, spikes):  # pragma: no cover
+def _step_row(x, v, cur, out, beta, gain, alpha_syn, gain_syn, theta, hard, v_reset, spikes):  # pragma: no cover
     """One step for a chunk, v and the current updated in place as ``CubaLIF.step`` computes them; ``out`` gets the
     spikes or h."""
     for i in range(v.shape[0]):
-        c = at(alpha, i) * cur[i] + at(gain_syn, i) * x[i]
+        c = at(alpha_syn, i) * cur[i] + at(gain_syn, i) * x[i]
         h = at(beta, i) * v[i] + at(gain, i) * c
         th = at(theta, i)
         out[i] = F32(h - th > F32(0)) if spikes else h
@@ -67,14 +67,14 @@ def _forward_kernel(parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def forward(
-        x, v0, i0, beta, gain, alpha, gain_syn, theta, hard, v_reset, spikes, v, cur, chunk
+        x, v0, i0, beta, gain, alpha_syn, gain_syn, theta, hard, v_reset, spikes, v, cur, chunk
     ):  # pragma: no cover
         stamp  # noqa: B018 - in the closure, hence in the cache key
         T, N = x.shape
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
-            b, g, al = chunk_of(beta, n0, m), chunk_of(gain, n0, m), chunk_of(alpha, n0, m)
+            b, g, al = chunk_of(beta, n0, m), chunk_of(gain, n0, m), chunk_of(alpha_syn, n0, m)
             gsyn, th = chunk_of(gain_syn, n0, m), chunk_of(theta, n0, m)
             vc, ic = v[n0:n1], cur[n0:n1]
             start(v0, vc, n0)
@@ -94,7 +94,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, gi, x, v0, i0, beta, gain, alpha, gain_syn, theta, v_reset, soft, keep, alpha_sg,
+        gs, gs_per_step, has_gs, gv, gi, x, v0, i0, beta, gain, alpha_syn, gain_syn, theta, v_reset, soft, keep, alpha,
         param_grads, gx, gv0, gi0, gp, chunk,
     ):  # fmt: skip
         stamp  # noqa: B018 - in the closure, hence in the cache key
@@ -103,7 +103,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
-            b, g, al = chunk_of(beta, n0, m), chunk_of(gain, n0, m), chunk_of(alpha, n0, m)
+            b, g, al = chunk_of(beta, n0, m), chunk_of(gain, n0, m), chunk_of(alpha_syn, n0, m)
             gsyn, th = chunk_of(gain_syn, n0, m), chunk_of(theta, n0, m)
             hs = np.empty((T, m), np.float32)
             currents = np.empty((T, m), np.float32)
@@ -122,7 +122,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             go = np.zeros(m, np.float32)
             v_prev = np.empty(m, np.float32)
             i_prev = np.empty(m, np.float32)
-            sums = np.zeros((5, m), np.float32)  # per neuron: beta, gain, alpha, gain_syn, theta
+            sums = np.zeros((5, m), np.float32)  # per neuron: beta, gain, alpha_syn, gain_syn, theta
             for t in range(T - 1, -1, -1):
                 output_gradient_row(gs, gs_per_step, has_gs, t, n0, go)
                 if param_grads and t == 0:
@@ -135,7 +135,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                 for i in range(m):
                     h, theta_i = hs[t, i], at(th, i)
                     u = h - theta_i
-                    sg = surrogate(u, alpha_sg, kind)
+                    sg = surrogate(u, alpha, kind)
                     dv_dh, dv_dtheta = reset_grads(h, F32(u > F32(0)), sg, theta_i, v_reset, soft, keep)
                     gh = go[i] * sg + av[i] * dv_dh
                     gc = ai[i] + at(g, i) * gh

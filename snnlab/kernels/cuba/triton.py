@@ -33,8 +33,8 @@ NUM_WARPS = 4
 
 @triton.jit
 def _forward_kernel(
-    x_ptr, v0_ptr, i0_ptr, beta_ptr, gain_ptr, alpha_ptr, gain_syn_ptr, theta_ptr,
-    beta_len, gain_len, alpha_len, gain_syn_len, theta_len, s_ptr, v_ptr, i_ptr, ckpt_ptr, T, N, v_reset,
+    x_ptr, v0_ptr, i0_ptr, beta_ptr, gain_ptr, alpha_syn_ptr, gain_syn_ptr, theta_ptr,
+    beta_len, gain_len, alpha_syn_len, gain_syn_len, theta_len, s_ptr, v_ptr, i_ptr, ckpt_ptr, T, N, v_reset,
     SOFT: tl.constexpr, SAVE: tl.constexpr, HAS_V0: tl.constexpr, HAS_I0: tl.constexpr, EXACT: tl.constexpr,
     K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -43,7 +43,7 @@ def _forward_kernel(
     v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
     beta = param(beta_ptr, n, mask, beta_len)
     gain = param(gain_ptr, n, mask, gain_len)
-    alpha = param(alpha_ptr, n, mask, alpha_len)
+    alpha_syn = param(alpha_syn_ptr, n, mask, alpha_syn_len)
     gain_syn = param(gain_syn_ptr, n, mask, gain_syn_len)
     theta = param(theta_ptr, n, mask, theta_len)
     if HAS_V0:
@@ -68,7 +68,7 @@ def _forward_kernel(
         for k_ in tl.static_range(K):
             live = zero + (seg * K + k_) < T
             x = tl.load(x_ptrs, mask=mask & live, other=0.0).to(tl.float32)
-            cur = tl.where(live, charge(cur, x, alpha, gain_syn, EXACT), cur)
+            cur = tl.where(live, charge(cur, x, alpha_syn, gain_syn, EXACT), cur)
             h = charge(v, cur, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
             v = tl.where(live, reset(h, f, theta, v_reset, SOFT), v)
@@ -81,9 +81,9 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    gs_ptr, gs_t, gs_n, gv_ptr, gi_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, alpha_ptr, gain_syn_ptr, theta_ptr,
-    beta_len, gain_len, alpha_len, gain_syn_len, theta_len, gx_ptr, gv0_ptr, gi0_ptr, gp_ptr, T, N, v_reset,
-    alpha_sg,
+    gs_ptr, gs_t, gs_n, gv_ptr, gi_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, alpha_syn_ptr, gain_syn_ptr, theta_ptr,
+    beta_len, gain_len, alpha_syn_len, gain_syn_len, theta_len, gx_ptr, gv0_ptr, gi0_ptr, gp_ptr, T, N, v_reset,
+    alpha,
     SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
     HAS_GI: tl.constexpr, PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, HAS_I0: tl.constexpr,
     EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
@@ -91,10 +91,10 @@ def _backward_kernel(
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     v_reset = tl.cast(v_reset, tl.float32)
-    alpha_sg = tl.cast(alpha_sg, tl.float32)
+    alpha = tl.cast(alpha, tl.float32)
     beta = param(beta_ptr, n, mask, beta_len)
     gain = param(gain_ptr, n, mask, gain_len)
-    alpha = param(alpha_ptr, n, mask, alpha_len)
+    alpha_syn = param(alpha_syn_ptr, n, mask, alpha_syn_len)
     gain_syn = param(gain_syn_ptr, n, mask, gain_syn_len)
     theta = param(theta_ptr, n, mask, theta_len)
     if HAS_GV:  # dL/dv[t] and dL/di[t], from the last step back
@@ -127,7 +127,7 @@ def _backward_kernel(
             v_prev = v_prev + (v,)
             i_prev = i_prev + (cur,)
             xs = xs + (x,)
-            cur = charge(cur, x, alpha, gain_syn, EXACT)
+            cur = charge(cur, x, alpha_syn, gain_syn, EXACT)
             h = charge(v, cur, beta, gain, EXACT)
             hs = hs + (h,)
             currents = currents + (cur,)
@@ -137,7 +137,7 @@ def _backward_kernel(
             live = zero + t < T
             h = hs[k]
             u = h - theta
-            sg = surrogate_grad(u, alpha_sg, SURROGATE)
+            sg = surrogate_grad(u, alpha, SURROGATE)
             dv_dh, dv_dtheta = reset_grads(h, (u > 0).to(tl.float32), sg, theta, v_reset, SOFT, DETACH)
             if HAS_GS:
                 g = tl.load(gs_ptr + t * gs_t + n * gs_n, mask=mask & live, other=0.0).to(tl.float32)
@@ -152,7 +152,7 @@ def _backward_kernel(
                 acc_alpha += gc * i_prev[k]
                 acc_gain_syn += gc * xs[k]
                 acc_theta += tl.where(live, av * dv_dtheta - g * sg, 0.0)
-            ai = tl.where(live, alpha * gc, ai)
+            ai = tl.where(live, alpha_syn * gc, ai)
             av = tl.where(live, beta * gh, av)
     if HAS_V0:
         tl.store(gv0_ptr + n, av.to(gv0_ptr.dtype.element_ty), mask=mask)
