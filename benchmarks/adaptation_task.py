@@ -40,8 +40,10 @@ def main() -> None:
     outcomes = run_rows(rows, args.seeds)
     body = "\n\n".join(
         [
-            "`benchmarks/adaptation_task.py`: " + __doc__.split("\n\n")[0].split("? ", 1)[1],
-            header(sys.argv, args.seeds) + (f" Overrides: `{' '.join(extra)}`." if extra else ""),
+            "`benchmarks/adaptation_task.py`: " + __doc__.split("\n\n")[0].split("? ", 1)[1].replace("``", "`"),
+            header(sys.argv, args.seeds)
+            + (f" Overrides: `{' '.join(extra)}`." if extra else "")
+            + " Seconds per run are wall time with start-up, on a machine shared with other jobs.",
             table(outcomes, claim_header="expected"),
         ]
     )

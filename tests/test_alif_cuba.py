@@ -274,6 +274,29 @@ def test_numba_chunks(model: str) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("model", ["alif", "cuba"])
+@pytest.mark.skipif(not torch.cuda.is_available() or not _can_run("triton", "cuda"), reason="needs CUDA and triton")
+def test_triton_cuda_graph_compile_and_bf16(model: str) -> None:
+    """The Triton op runs inside a captured CUDA graph and under ``torch.compile`` with the eager spikes and
+    gradients, and takes bfloat16 input (states in float32 inside: the spikes of the input upcast)."""
+    from test_kernels import SpikesOnly
+
+    reference, fast = pair(model, "triton", "cuda", (300,))
+    x = (torch.randn(12, 8, 300, device="cuda") * 3).requires_grad_()
+    weights = torch.randn(12, 8, 300, device="cuda")
+    s_ref = reference(x)[0]
+    g_ref = torch.autograd.grad((s_ref * weights).sum(), [x, *reference.parameters()])
+    for layer in (torch.cuda.make_graphed_callables(SpikesOnly(fast), (x,)), torch.compile(SpikesOnly(fast))):
+        spikes = layer(x)
+        grads = torch.autograd.grad((spikes * weights).sum(), [x, *fast.parameters()])
+        assert torch.equal(spikes, s_ref)
+        for a, b in zip(grads, g_ref):
+            torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+    reference, fast = pair(model, "triton", "cuda", None)  # per-layer parameters: a per-neuron float32 one would
+    low = x.detach().to(torch.bfloat16)  # send bfloat16 input to the loop
+    assert torch.equal(fast(low)[0].float(), reference(low.float())[0])
+
+
 def test_alif_rate_statistics_run_the_loop() -> None:
     """The fused kernels keep no rate statistics: ALIF's come from the torch loop, with the forward's spikes."""
     neuron = ALIF(tau=2.0, tau_a=10.0, beta_a=0.5)
