@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -69,7 +70,7 @@ def _build(
             key = "norm"
             parts["norm"] = NORMS.build(spec.norm, in_shape=current)
         key = "neuron"
-        parts["neuron"] = _neuron(spec, cfg, swap, path, notes)
+        parts["neuron"] = _neuron(spec, cfg, swap, path, notes, current)
         if spec.recurrent is not None:
             key = "recurrent"
             parts["recurrent"] = RECURRENT.build(spec.recurrent, in_shape=current)
@@ -106,14 +107,16 @@ def _synapse(
     return output
 
 
-def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None) -> Neuron | None:
+def _neuron(
+    spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None, shape: tuple[int, ...]
+) -> Neuron | None:
     """The block's own neuron, else the default for a block with a synapse; the output block gets the default's
-    membrane form under a membrane readout."""
+    membrane form under a membrane readout. ``shape`` is the neuron's input per sample."""
     if spec.neuron is not None:
-        return NEURONS.build(spec.neuron)
+        return _build_neuron(spec.neuron, shape)
     if spec.synapse_kind() is None:
         return None
-    neuron = NEURONS.build(cfg.neuron)
+    neuron = _build_neuron(cfg.neuron, shape)
     if not swap:
         return neuron
     membrane = neuron.readout_form()
@@ -123,6 +126,14 @@ def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes:
             f"for the objective's membrane readout; objective.swap_output_neuron=false keeps it"
         )
     return membrane
+
+
+def _build_neuron(config: Any, shape: tuple[int, ...]) -> Neuron:
+    """A neuron from its options; one whose constructor takes ``in_shape`` (per-neuron parameters, ALIF) gets the
+    shape of its input per sample, as synapses and norms do."""
+    builder = NEURONS.builder(getattr(config, NEURONS.key))
+    extra = {"in_shape": shape} if "in_shape" in inspect.signature(builder).parameters else {}
+    return NEURONS.build(config, **extra)
 
 
 @torch.no_grad()

@@ -52,3 +52,24 @@ def test_rules_memory_time_benchmark_smoke(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [r["rule"] for r in rows] == ["bptt", "sltt", "sltt-k4", "rate_bp"]
     assert all("error" not in r and r["ms"] > 0 for r in rows), rows
+
+
+def test_alif_cuba_kernels_benchmark_smoke(tmp_path: Path) -> None:
+    """alif_cuba_kernels.py measures both models on the torch loop and Numba (the same spike rates) and CUBA-LIF in
+    snnTorch and SpikingJelly, and summarises its JSON one table per model."""
+    out = tmp_path / "cpu.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "alif_cuba_kernels.py"), "--device", "cpu", "--T", "4"]
+    command += ["--N", "1024", "--reps", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {(r["model"], r["library"]): r for r in report["results"]}
+    assert {("alif", "snnlab-torch"), ("alif", "snnlab-numba"), ("cuba", "snnlab-numba")} <= set(rows)
+    assert not report["errors"]
+    for model in ("alif", "cuba"):
+        assert rows[model, "snnlab-torch"]["rate"] == rows[model, "snnlab-numba"]["rate"] > 0
+    summary = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "alif_cuba_kernels.py"), "--summarize", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert summary.returncode == 0 and "== alif ==" in summary.stdout and "== cuba ==" in summary.stdout

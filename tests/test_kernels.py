@@ -312,47 +312,57 @@ def test_cut_path_matches_the_loop(backend: str, device: str, options: dict) -> 
 
 
 @pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
-@pytest.mark.parametrize("scalar", ["fp32", "fp64"])
-def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
-    """Without a GPU: both kernels compile for sm_90 with fusion on (as Inductor compiles them), keep nothing in
-    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add).
-    Inductor passes Python floats (``v_reset``, ``alpha``) as fp64: the kernels must still compute in fp32."""
+@pytest.mark.parametrize(
+    ("model", "scalar", "products", "unused"),
+    [("lif", "fp32", 2, 0), ("lif", "fp64", 2, 0), ("alif", "fp32", 5, 2), ("cuba", "fp32", 4, 0)],
+)
+def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: int, unused: int) -> None:
+    """Without a GPU: both kernels of each model compile for sm_90 with fusion on (as Inductor compiles them), keep
+    nothing in local memory, and the products that decide spikes stay separate ``mul.rn`` instructions (no fused
+    multiply-add): ``products`` per step (LIF: beta v and gain x; ALIF also beta_a a, rho a and gain_a s;
+    CUBA-LIF also alpha i and gain_syn x), less the ``unused`` ones the backward's recomputation drops at a segment's
+    last step (ALIF's next adaptation). Inductor passes Python floats (``v_reset``, ``alpha``) as fp64: the kernels
+    must still compute in fp32."""
     triton = pytest.importorskip("triton")
+    import importlib
+
     from triton.backends.compiler import GPUTarget
 
-    from snnlab.kernels.lif import triton as triton_lif
+    kernels = importlib.import_module(f"snnlab.kernels.{model}.triton")
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
         signature.update({n: scalar for n in ("v_reset", "alpha") if n in names})
         signature.update({n: "constexpr" for n in names if n.endswith("_len")})  # 0-d parameters: length 1
-        constexprs = {**constexprs, **{n: 1 for n in names if n.endswith("_len")}}
+        flags = {n: True for n in names if n.startswith("HAS_")}
+        constexprs = {**flags, **constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
-        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        options = {"num_warps": kernels.NUM_WARPS, "enable_fp_fusion": True}
+        return triton.compiler.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
-    common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
-    common.update({"DETACH": False, "SURROGATE": 1})
-    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True, "STATS": False})
-    backward = ptx(
-        triton_lif._backward_kernel, {**common, "CUT": False, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True}
-    )
-    per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
-    for code in (forward, backward):
-        assert ".local" not in code
-        assert code.count("mul.rn.f32") == 2 * triton_lif.K * per_step  # beta v and gain x, every step
+    common = {"SOFT": True, "EXACT": True, "K": kernels.K, "BLOCK": kernels.BLOCK}
+    lif_only = {"DETACH": False, "SURROGATE": 1, "STATS": False} if model == "lif" else {}
+    forward = ptx(kernels._forward_kernel, {**common, "SAVE": True, **lif_only})
+    cut = {"CUT": False} if model == "lif" else {}
+    backward = ptx(kernels._backward_kernel, {**common, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
+    per_step = kernels.BLOCK // (32 * kernels.NUM_WARPS)  # elements per thread
+    assert ".local" not in forward and ".local" not in backward
+    assert forward.count("mul.rn.f32") == products * kernels.K * per_step
+    assert backward.count("mul.rn.f32") == (products * kernels.K - unused) * per_step
 
 
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
-    """This file's Triton cases, on the CPU through ``TRITON_INTERPRET=1`` (read at import, hence the subprocess)."""
+    """This file's Triton cases and ``test_alif_cuba.py``'s, on the CPU through ``TRITON_INTERPRET=1`` (read at import,
+    hence the subprocess, one for both)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "triton-cpu"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         str(Path(__file__).with_name("test_alif_cuba.py")), "-k", "triton-cpu"],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

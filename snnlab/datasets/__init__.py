@@ -29,13 +29,15 @@ from .nmnist import nmnist
 from .poisson_trains import poisson_trains
 from .shd import shd
 from .ssc import ssc
+from .temporal_order import temporal_order
 from .timing import timing
 
 _validated = validate_call(config=ConfigDict(validate_default=True, allow_inf_nan=False))
 # A builder's defaults are YAML spellings (``encoder="direct"``): validating the call turns them, and names given
 # from Python, into the objects the builder uses, as the schema does for YAML.
-cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, timing = (
-    _validated(b) for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, timing)
+cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, temporal_order, timing = (
+    _validated(b)
+    for b in (cifar10_dvs, digits, dvs_gesture, ncars, nmnist, poisson_trains, shd, ssc, temporal_order, timing)
 )
 
 DATASETS: Registry[DatasetSplits] = Registry("dataset", key="name", base=DataOptions)
@@ -48,6 +50,7 @@ DATASETS.register("cifar10_dvs", cifar10_dvs)
 DATASETS.register("ncars", ncars)
 DATASETS.register("shd", shd)
 DATASETS.register("ssc", ssc)
+DATASETS.register("temporal_order", temporal_order)
 
 __all__ = [
     "DATASETS",
@@ -64,5 +67,6 @@ __all__ = [
     "poisson_trains",
     "shd",
     "ssc",
+    "temporal_order",
     "timing",
 ]

@@ -42,13 +42,16 @@ def charge(x: Tensor, v: Tensor, beta: Tensor | float, decay_input: bool) -> Ten
 
 
 class Leak(nn.Module):
-    """Holds beta; with ``learnable`` it is one parameter per layer, beta = sigmoid(w) (PLIF, Fang et al. 2021).
+    """Holds beta; with ``learnable`` it is a parameter, beta = sigmoid(w) (PLIF, Fang et al. 2021): one per layer, or
+    one per neuron with a ``shape`` (ALIF's adaptation).
 
     The sigmoid keeps beta in (0, 1) whatever the optimiser does, for either
     discretisation, and is initialised so that beta starts at the value ``tau`` gives.
     """
 
-    def __init__(self, tau: float, dt: float, discretization: Discretization, learnable: bool) -> None:
+    def __init__(
+        self, tau: float, dt: float, discretization: Discretization, learnable: bool, shape: tuple[int, ...] = ()
+    ) -> None:
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
@@ -68,7 +71,7 @@ class Leak(nn.Module):
         if learnable:
             if not 0 < beta < 1:
                 raise ValueError(f"a learnable tau needs 0 < beta < 1, got beta={beta}")
-            self.w = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
+            self.w = nn.Parameter(torch.full(shape, math.log(beta / (1 - beta))))
         else:
             self._beta = beta
 
@@ -78,8 +81,9 @@ class Leak(nn.Module):
 
     @property
     def tau(self) -> float:
-        """The time constant that the current beta corresponds to, in the units of ``dt``."""
-        beta = float(torch.sigmoid(self.w.detach())) if self.learnable else self._beta
+        """The time constant that the current beta corresponds to (of their mean, for one per neuron), in the units of
+        ``dt``."""
+        beta = float(torch.sigmoid(self.w.detach()).mean()) if self.learnable else self._beta
         return continuous_tau(beta, self.dt, self.discretization)
 
     def extra_repr(self) -> str:

@@ -99,7 +99,7 @@ def _describe(value: Tensor | float) -> str:
     """A scalar as a number, a per-neuron tensor by its shape."""
     if isinstance(value, Tensor) and value.dim() > 0:
         return f"per-neuron{list(value.shape)}"
-    return f"{float(value):.4g}"
+    return f"{float(value.detach() if isinstance(value, Tensor) else value):.4g}"
 
 
 class LIF(LI):

@@ -17,7 +17,8 @@ import torch
 from numba import prange
 from torch import Tensor
 
-from ..lif.numba import _KERNELS, _at, _chunk, _chunk_of, _empty, _np, _parallel, _param, _start, unsupported
+from ..numba_common import at, chunk_of, chunk_size, empty, named, np_, parallel, param, start
+from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from ..scan_op import define_scan_op
 from . import ULTRALIF_MODEL
 
@@ -50,18 +51,17 @@ def _forward_kernel(parallel: bool) -> Callable[..., None]:
         T, N = x.shape
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
-            lt, ep, th = _chunk_of(ln_tau, n0, n1 - n0), _chunk_of(eps, n0, n1 - n0), _chunk_of(theta, n0, n1 - n0)
+            lt, ep, th = chunk_of(ln_tau, n0, n1 - n0), chunk_of(eps, n0, n1 - n0), chunk_of(theta, n0, n1 - n0)
             vc = v[n0:n1]
-            _start(v0, vc, n0)
+            start(v0, vc, n0)
             for t in range(T):
                 for i in range(n1 - n0):
-                    h = _charge(vc[i], x[t, n0 + i], _at(lt, i), _at(ep, i))[0]
-                    s = _fire(h, _at(th, i), _at(ep, i))[0]
+                    h = _charge(vc[i], x[t, n0 + i], at(lt, i), at(ep, i))[0]
+                    s = _fire(h, at(th, i), at(ep, i))[0]
                     out[t, n0 + i] = s
                     vc[i] = h * (F32(1) - s)
 
-    _KERNELS[id(forward)] = "UltraLIF forward" + ("" if parallel else " (serial)")
-    return forward
+    return named(forward, "UltraLIF", "forward", -1, parallel)
 
 
 @functools.cache
@@ -75,22 +75,22 @@ def _backward_kernel(parallel: bool) -> Callable[..., None]:
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
-            lt, ep, th = _chunk_of(ln_tau, n0, m), _chunk_of(eps, n0, m), _chunk_of(theta, n0, m)
+            lt, ep, th = chunk_of(ln_tau, n0, m), chunk_of(eps, n0, m), chunk_of(theta, n0, m)
             vs = np.empty((T + 1, m), np.float32)  # vs[t]: the membrane before step t
-            _start(v0, vs[0], n0)
+            start(v0, vs[0], n0)
             for t in range(T):
                 for i in range(m):
-                    h = _charge(vs[t, i], x[t, n0 + i], _at(lt, i), _at(ep, i))[0]
-                    vs[t + 1, i] = h * (F32(1) - _fire(h, _at(th, i), _at(ep, i))[0])
+                    h = _charge(vs[t, i], x[t, n0 + i], at(lt, i), at(ep, i))[0]
+                    vs[t + 1, i] = h * (F32(1) - _fire(h, at(th, i), at(ep, i))[0])
             b = np.zeros(m, np.float32)  # dL/dv[t]
             if gv.shape[0] > 0:
                 b[:] = gv[n0:n1]
             sums = np.zeros((3, m), np.float32)  # per neuron: dL/dln_tau, dL/deps, dL/dtheta
             for t in range(T - 1, -1, -1):
                 for i in range(m):
-                    eps_i = _at(ep, i)
-                    h, e, d = _charge(vs[t, i], x[t, n0 + i], _at(lt, i), eps_i)
-                    s, u = _fire(h, _at(th, i), eps_i)
+                    eps_i = at(ep, i)
+                    h, e, d = _charge(vs[t, i], x[t, n0 + i], at(lt, i), eps_i)
+                    s, u = _fire(h, at(th, i), eps_i)
                     g = gs[t, n0 + i] if has_gs else F32(0)
                     small = e / (F32(1) + e)  # the weight of the smaller term
                     p = F32(1) - small if d >= F32(0) else small
@@ -107,8 +107,7 @@ def _backward_kernel(parallel: bool) -> Callable[..., None]:
             if param_grads:
                 gp[:, n0:n1] = sums
 
-    _KERNELS[id(backward)] = "UltraLIF backward" + ("" if parallel else " (serial)")
-    return backward
+    return named(backward, "UltraLIF", "backward", -1, parallel)
 
 
 def forward(
@@ -116,10 +115,10 @@ def forward(
 ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
     (v0,) = states
     T, N = x.shape
-    out, v = _empty(x.shape), x.new_empty(N, dtype=v0.dtype)
-    chunk = _chunk(T)
-    _forward_kernel(_parallel(N, chunk))(_np(x), _np(v0), *map(_param, params), out.numpy(), v.numpy(), chunk)
-    return out, [v], x.new_empty((0, N)), x.new_empty((0, N))
+    out, v = empty(x.shape), x.newempty(N, dtype=v0.dtype)
+    chunk = chunk_size(T)
+    _forward_kernel(parallel(N, chunk))(np_(x), np_(v0), *map(param, params), out.numpy(), v.numpy(), chunk)
+    return out, [v], x.newempty((0, N)), x.newempty((0, N))
 
 
 def backward(
@@ -135,11 +134,11 @@ def backward(
     (grad_v,), (v0,) = grad_states, states
     T, N = x.shape
     gs = x.new_zeros((1, 1)) if grad_out is None else grad_out.contiguous()
-    gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
-    gx, gv0, gp = _empty(x.shape), torch.empty_like(v0), _empty((3 if param_grads else 0, N))
-    chunk = _chunk(T)
-    _backward_kernel(_parallel(N, chunk))(
-        _np(gs), grad_out is not None, _np(gv), _np(x), _np(v0), *map(_param, params), param_grads, gx.numpy(),
+    gv = grad_v.contiguous() if grad_v is not None else x.newempty(0)
+    gx, gv0, gp = empty(x.shape), torch.empty_like(v0), empty((3 if param_grads else 0, N))
+    chunk = chunk_size(T)
+    _backward_kernel(parallel(N, chunk))(
+        np_(gs), grad_out is not None, np_(gv), np_(x), np_(v0), *map(param, params), param_grads, gx.numpy(),
         gv0.numpy(), gp.numpy(), chunk,
     )  # fmt: skip
     return gx, [gv0], gp

@@ -17,8 +17,10 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from ..lif.triton import K, _launch, _param, _segments, unsupported
+from ..lif.triton import BLOCK, NUM_WARPS, K, _segments
 from ..scan_op import define_scan_op
+from ..triton_common import launch, param
+from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import ULTRALIF_MODEL
 
 
@@ -38,9 +40,9 @@ def _forward_kernel(
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
-    ln_tau = _param(ln_tau_ptr, n, mask, ln_tau_len)
-    eps = tl.where(mask, _param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
-    theta = _param(theta_ptr, n, mask, theta_len)
+    ln_tau = param(ln_tau_ptr, n, mask, ln_tau_len)
+    eps = tl.where(mask, param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
+    theta = param(theta_ptr, n, mask, theta_len)
     if HAS_V0:
         v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
     else:  # at rest
@@ -74,9 +76,9 @@ def _backward_kernel(
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
-    ln_tau = _param(ln_tau_ptr, n, mask, ln_tau_len)
-    eps = tl.where(mask, _param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
-    theta = _param(theta_ptr, n, mask, theta_len)
+    ln_tau = param(ln_tau_ptr, n, mask, ln_tau_len)
+    eps = tl.where(mask, param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
+    theta = param(theta_ptr, n, mask, theta_len)
     if HAS_GV:
         b = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
     else:
@@ -133,7 +135,7 @@ def forward(
     T, N = x.shape
     out, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = _launch(N, x.device)
+    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, *params, *(p.shape[0] for p in params), out, v, ckpt, T, N,
         SAVE=save, HAS_V0=v0.numel() > 0, K=K, BLOCK=block, num_warps=warps,
@@ -153,7 +155,7 @@ def backward(
 ) -> tuple[Tensor, list[Tensor], Tensor]:
     (grad_v,), (v0,) = grad_states, states
     T, N = x.shape
-    block, warps = _launch(N, x.device)
+    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
     gs = x if grad_out is None else grad_out
     if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
         gs = gs.contiguous()
