@@ -115,10 +115,10 @@ def forward(
 ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
     (v0,) = states
     T, N = x.shape
-    out, v = empty(x.shape), x.newempty(N, dtype=v0.dtype)
+    out, v = empty(x.shape), x.new_empty(N, dtype=v0.dtype)
     chunk = chunk_size(T)
     _forward_kernel(parallel(N, chunk))(np_(x), np_(v0), *map(param, params), out.numpy(), v.numpy(), chunk)
-    return out, [v], x.newempty((0, N)), x.newempty((0, N))
+    return out, [v], x.new_empty((0, N)), x.new_empty((0, N))
 
 
 def backward(
@@ -134,7 +134,7 @@ def backward(
     (grad_v,), (v0,) = grad_states, states
     T, N = x.shape
     gs = x.new_zeros((1, 1)) if grad_out is None else grad_out.contiguous()
-    gv = grad_v.contiguous() if grad_v is not None else x.newempty(0)
+    gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
     gx, gv0, gp = empty(x.shape), torch.empty_like(v0), empty((3 if param_grads else 0, N))
     chunk = chunk_size(T)
     _backward_kernel(parallel(N, chunk))(
