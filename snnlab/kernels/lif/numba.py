@@ -177,7 +177,7 @@ def forward(
 ) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
     (v0,) = states
     T, N = x.shape
-    spikes, v = empty(x.shape), x.newempty(N, dtype=v0.dtype)
+    spikes, v = empty(x.shape), x.new_empty(N, dtype=v0.dtype)
     statistics = empty((5 if stats else 0, N))
     _forward_kernel(o.surrogate if stats else -1, parallel(N, chunk_size(T)))(
         np_(x), np_(v0), *map(param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
