@@ -3,8 +3,14 @@
 from ..registry import Registry
 from .base import Batch, GradientRule, Rule
 from .bptt import BPTT
+from .dfa import DFA
+from .ff import ForwardForward
+from .forward_gradient import ForwardGradient
 
 RULES: Registry[Rule] = Registry("rule", key="name")
 RULES.register(BPTT.name, BPTT, config=BPTT.Config)
+RULES.register(ForwardForward.name, ForwardForward, config=ForwardForward.Config)
+RULES.register(DFA.name, DFA, config=DFA.Config)
+RULES.register(ForwardGradient.name, ForwardGradient, config=ForwardGradient.Config)
 
-__all__ = ["RULES", "BPTT", "Batch", "GradientRule", "Rule"]
+__all__ = ["RULES", "BPTT", "DFA", "Batch", "ForwardForward", "ForwardGradient", "GradientRule", "Rule"]
