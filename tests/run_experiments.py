@@ -1,6 +1,7 @@
-"""Train the experiment files named on the command line one after another, in this process; under torchrun (``python
--m torch.distributed.run --nproc-per-node N tests/run_experiments.py A.yaml B.yaml``) the same N processes train
-each in turn, so that one start-up of N processes serves several distributed runs in a test."""
+"""Train the experiment files named on the command line one after another, in this process; started as the N
+workers of a process group (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` in the environment, as
+torchrun sets them) the same N processes train each in turn, so that one start-up serves several distributed runs
+in a test."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,28 +30,28 @@ DIGITS = {"name": "digits", "batch_size": 64, "drop_last": True}
 LIF = {"model": "lif", "decay_input": False, "threshold": 0.2}
 EXPERIMENTS = {
     "forward_forward": {
-        "data": {**DIGITS, "time_steps": 4},
+        "data": {**DIGITS, "time_steps": 2},
         "network": {
             "neuron": {**LIF, "threshold": 0.1},
             "blocks": [{"norm": "l2"}, {"linear": 32}, {"norm": "l2"}, {"linear": 32}],
         },
         "rule": {"name": "forward_forward", "loss": "swish", "scale": 10.0, "readout": "softmax"},
         "state": {"head.weight", "draws.seed", "draws.count"},
-        "accuracy": 0.5,
+        "accuracy": 0.2,
     },
     "dfa": {
-        "data": {**DIGITS, "time_steps": 4},
+        "data": {**DIGITS, "time_steps": 2},
         "network": {"neuron": LIF, "blocks": [{"linear": 32}, {"linear": 10}]},
         "rule": {"name": "dfa"},
         "state": {"feedback_0"},
-        "accuracy": 0.7,
+        "accuracy": 0.4,
     },
     "forward_gradient": {
         "data": {**DIGITS, "time_steps": 1},
         "network": {"neuron": "nonspiking", "blocks": [{"linear": 32}, {"linear": 10}]},
         "rule": {"name": "forward_gradient"},
         "state": {"heads.0.weight", "draws.seed", "draws.count"},
-        "accuracy": 0.3,
+        "accuracy": 0.18,
     },
 }
 
@@ -63,7 +64,7 @@ def config(name: str, folder: Path, **changes: object) -> dict:
         "data": spec["data"],
         "network": spec["network"],
         "rule": spec["rule"],
-        "train": {"epochs": 2, "optimizer": {"lr": 0.01}},
+        "train": {"epochs": 1, "optimizer": {"lr": 0.01}},
         "output": {"dir": str(folder), "plots": False, "checkpoint_every": 3},
     }
     for key, value in changes.items():
@@ -105,8 +106,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, t
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_trains_from_yaml_and_saves_its_state_beside_the_weights(name: str, trained: dict) -> None:
     folder, _ = trained[name]
-    assert [r["epoch"] for r in rows(folder)] == [1.0, 2.0]
-    assert rows(folder)[-1]["test_accuracy"] > EXPERIMENTS[name]["accuracy"]
+    assert [r["epoch"] for r in rows(folder)] == [1.0]
+    assert rows(folder)[-1]["test_accuracy"] > EXPERIMENTS[name]["accuracy"]  # one epoch: well above chance (0.1)
     for weights in ("best", "last"):
         saved = {
             k.removeprefix("rule.") for k in read_weights(folder / f"{weights}.safetensors") if k.startswith("rule.")
@@ -162,22 +163,35 @@ def test_eval_gives_the_predictions_of_the_end_of_training(
 
 def test_two_processes_follow_one_with_the_double_batch(trained: dict, tmp_path: Path) -> None:
     """Batch 32 on each of 2 processes against the in-process runs with 64: the same curves to the rounding of
-    the batch partition (every random draw of these rules is made for the whole batch and shared out)."""
+    the batch partition (every random draw of these rules is made for the whole batch and shared out). The two
+    processes are started as torchrun starts its workers (rank, world and store in the environment) and train the
+    three experiments in turn."""
     paths = []
     for name in EXPERIMENTS:
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config(name, tmp_path / name, data={"batch_size": 32})))
         paths.append(str(path))
+    with socket.socket() as free:  # a port for the process group's store (what torchrun would choose)
+        free.bind(("localhost", 0))
+        port = free.getsockname()[1]
     script = str(Path(__file__).parent / "run_experiments.py")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d"]
-    done = subprocess.run(
-        [*launcher, "--rdzv-endpoint", "localhost:0", script, *paths],
-        env=environment(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    group = {"MASTER_ADDR": "localhost", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, script, *paths],
+            env={**environment(), **group, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    for worker in workers:
+        output = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, output[-3000:]
     for name in EXPERIMENTS:
         one, two = rows(trained[name][0]), rows(tmp_path / name)
-        assert [r["epoch"] for r in two] == [1.0, 2.0]
+        assert [r["epoch"] for r in two] == [1.0]
         for a, b in zip(one, two):
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-4), name
             assert b["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=3 / 450), name
