@@ -23,7 +23,9 @@ Inference: ``goodness`` embeds each label in turn and predicts the one with the 
 blocks (all but the first with ``skip_first_layer``); ``softmax`` embeds the neutral label (1/C in every label
 input) once and reads a rule-owned linear softmax head on the blocks' L2-normalised rates, trained by its own
 cross-entropy on detached activity. Negatives: a wrong label drawn uniformly, or (``hard``) drawn in proportion to
-exp(scale * score) of the model's own scores over the wrong labels.
+exp(scale * score) of the model's own scores over the wrong labels. Metrics: ``goodness_i``, block i's mean
+positive minus mean negative goodness; ``head_loss`` and the batch's ``accuracy`` before the update when the
+scores are at hand (softmax readout, hard negatives).
 
 Example::
 

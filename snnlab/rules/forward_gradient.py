@@ -188,9 +188,8 @@ class ForwardGradient(GradientRule):
 
             def local(a: Tensor, i: int = i, tail: Block = tail) -> tuple[Tensor, tuple[Tensor, Tensor]]:
                 trace = tail.trace(a)
-                spikes = trace.spikes if trace.spikes is not None else trace.output
-                scores = self._scores(i, trace.output, spikes)
-                return F.cross_entropy(scores, y, reduction="none"), (trace.output.detach(), spikes.detach())
+                scores = self._scores(i, trace.output, trace.spikes)
+                return F.cross_entropy(scores, y, reduction="none"), (trace.output.detach(), trace.spikes.detach())
 
             d, (h, spikes) = directional(local, current.detach(), u, k > 1)
             view = (-1, 1, len(y), *[1] * (current.dim() - 2))
