@@ -62,6 +62,15 @@ ROWS: list[tuple[str, Row]] = [
     (
         "forward_gradient",
         Row(
+            "forward gradient, activity-perturbed, local losses, LIF T = 8",
+            "digits_forward_gradient",
+            ("data.time_steps=8", LIF),
+            "no SNN figure",
+        ),
+    ),
+    (
+        "forward_gradient",
+        Row(
             "forward gradient, weight-perturbed, T = 1",
             "digits_forward_gradient",
             ("rule.perturb=weights",),

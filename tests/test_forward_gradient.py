@@ -18,6 +18,9 @@ from snnlab.rules.forward_gradient import ForwardGradient, ForwardGradientConfig
 from snnlab.rules.local import features, trace_locally
 from snnlab.synapses import Linear, batch_norm
 
+pytestmark = pytest.mark.filterwarnings(  # torch compiles its forward-mode decompositions by torch.jit.script
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
 CASES = {"T=1": (1, NonSpiking, lambda: NonSpiking("identity")), "T=3 LIF": (3, LIF, LI)}
 
 

@@ -26,6 +26,9 @@ from snnlab.distributed import Context
 from snnlab.runner import Training, build_experiment, build_rule, data_loaders, to_device
 from snnlab.storage import load_weights, read_weights
 
+pytestmark = pytest.mark.filterwarnings(  # torch compiles its forward-mode decompositions by torch.jit.script
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
 DIGITS = {"name": "digits", "batch_size": 64, "drop_last": True}
 LIF = {"model": "lif", "decay_input": False, "threshold": 0.2}
 EXPERIMENTS = {
