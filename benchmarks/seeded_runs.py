@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # snnlab from this source tree
 
 from snnlab.config import load_experiment  # noqa: E402
-from snnlab.runner import Training, run  # noqa: E402
+from snnlab.runner import RunResult, Training, run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
@@ -123,15 +123,12 @@ def epoch_meter() -> Iterator[list[tuple[float, float]]]:
         Training.train_epoch = original  # type: ignore[method-assign]
 
 
-def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> dict[str, Any]:
-    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``: its summary, with
-    ``epochs_measured``: (seconds, peak MiB) of each training epoch."""
+def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> RunResult:
+    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``."""
     extra = [f"seed={seed}", f"output.root={root}", "output.plots=false"]
     path = ROOT / "experiments" / f"{experiment}.yaml"  # this tree's, not an installed copy's
     cfg, source = load_experiment(str(path) if path.is_file() else experiment, [*overrides, *extra])
-    with epoch_meter() as epochs:
-        summary = run(cfg, source, progress=False).summary
-    return {**summary, "epochs_measured": epochs}
+    return run(cfg, source, progress=False)
 
 
 def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> list[Outcome]:
@@ -139,12 +136,15 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> lis
     outcomes = []
     with tempfile.TemporaryDirectory() as root:
         for row in rows:
-            summaries = [train(row.experiment, row.overrides, seed, root) for seed in seeds]
-            epochs = [e for s in summaries for e in s["epochs_measured"]]
+            summaries, epochs = [], []
+            for seed in seeds:
+                with epoch_meter() as measured:
+                    summaries.append(train(row.experiment, row.overrides, seed, root).summary)
+                epochs += measured
             outcome = Outcome(
                 row,
                 tuple(s["best_test_accuracy"] for s in summaries),
-                tuple(nan_if_none(s.get("firing_rate")) for s in summaries),
+                tuple(s.get("firing_rate", float("nan")) for s in summaries),
                 tuple(s["wall_time_seconds"] for s in summaries),
                 tuple(seconds for seconds, _ in epochs),
                 tuple(peak for _, peak in epochs),
@@ -155,11 +155,6 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> lis
     return outcomes
 
 
-def nan_if_none(value: float | None) -> float:
-    """A summary's value, NaN where the run has none (the firing rate of a network without spikes)."""
-    return float("nan") if value is None else value
-
-
 def table(outcomes: Sequence[Outcome], claim_header: str = "paper's claim") -> str:
     """A markdown table of outcomes: accuracy (mean ± std), firing rate, the median time and peak memory of a
     training epoch, seconds per run, and the claim."""
@@ -168,7 +163,8 @@ def table(outcomes: Sequence[Outcome], claim_header: str = "paper's claim") -> s
         "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        rate = mean_std(o.firing_rates, 3) if all(r == r for r in o.firing_rates) else "n/a"
+        known = all(isinstance(r, float) and r == r for r in o.firing_rates)  # None or NaN: no binary spikes
+        rate = mean_std(o.firing_rates, 3) if known else "n/a"
         epoch = f"{statistics.median(o.epoch_seconds):.2f}" if o.epoch_seconds else "n/a"
         peak = f"{statistics.median(o.epoch_peak_mib):.1f}" if o.epoch_peak_mib else "n/a"
         lines.append(

@@ -6,11 +6,26 @@ from .bptt import BPTT
 from .dfa import DFA
 from .ff import ForwardForward
 from .forward_gradient import ForwardGradient
+from .rate_bp import RateBP
+from .sltt import SLTT
 
 RULES: Registry[Rule] = Registry("rule", key="name")
 RULES.register(BPTT.name, BPTT, config=BPTT.Config)
+RULES.register(SLTT.name, SLTT, config=SLTT.Config)
+RULES.register(RateBP.name, RateBP, config=RateBP.Config)
 RULES.register(ForwardForward.name, ForwardForward, config=ForwardForward.Config)
 RULES.register(DFA.name, DFA, config=DFA.Config)
 RULES.register(ForwardGradient.name, ForwardGradient, config=ForwardGradient.Config)
 
-__all__ = ["RULES", "BPTT", "DFA", "Batch", "ForwardForward", "ForwardGradient", "GradientRule", "Rule"]
+__all__ = [
+    "RULES",
+    "BPTT",
+    "DFA",
+    "SLTT",
+    "Batch",
+    "ForwardForward",
+    "ForwardGradient",
+    "GradientRule",
+    "RateBP",
+    "Rule",
+]

@@ -1,8 +1,10 @@
 """Synapses (what turns input spikes into current) and the layers around them, each registered by its YAML name.
 
-* ``SYNAPSES``: the block keys ``linear``, ``conv``, ... (``- linear: 128``); builders ``(in_shape, **options)``.
-  A synapse module may count the synaptic operations its input triggers (``synaptic_ops``); a synapse that
-  follows the stateful contract (``snnlab.stateful``) receives the sequence with its time axis.
+* ``SYNAPSES``: the block keys ``linear``, ``conv``, ``ei_linear``, ``ei_conv`` (E-I circuits), ``delay`` (learnable
+  delays), ``meta_linear`` (the meta neuron's quantal synapses), ... (``- linear: 128``); builders ``(in_shape, **options)``. A synapse module may count the synaptic operations its input
+  triggers (``synaptic_ops``); a synapse that follows the stateful contract (``snnlab.stateful``) receives the
+  sequence with its time axis; one with ``readout_form()`` is replaced by what that returns in the network's output
+  block under a membrane readout (as the neuron is by its membrane form).
 * ``NORMS``: ``norm: batch | layer | l2``, applied to the current.
 * ``RECURRENT``: ``recurrent: dense | one_to_one``, from the neuron's previous output to its current.
 * ``POST``: the block keys ``pool``, ``dropout``, ``flatten``, after the neuron (in that order).
@@ -10,7 +12,10 @@
 
 from ..registry import Registry
 from .conv import Conv2d, conv
+from .delay import DelaySynapse, delay
+from .ei import EIConv2d, EILinear, ei_conv, ei_linear
 from .linear import Linear, linear
+from .meta_linear import MetaLinear, meta_linear
 from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
 from .post import dropout, flatten, pool
 from .recurrent import dense, one_to_one
@@ -18,6 +23,10 @@ from .recurrent import dense, one_to_one
 SYNAPSES: Registry = Registry("synapse", key="kind")
 SYNAPSES.register("linear", linear, exclude=("in_shape",))
 SYNAPSES.register("conv", conv, exclude=("in_shape",))
+SYNAPSES.register("ei_linear", ei_linear, exclude=("in_shape",))
+SYNAPSES.register("ei_conv", ei_conv, exclude=("in_shape",))
+SYNAPSES.register("delay", delay, exclude=("in_shape",))
+SYNAPSES.register("meta_linear", meta_linear, exclude=("in_shape",))
 
 NORMS: Registry = Registry("norm", key="name")
 NORMS.register("batch", batch_norm, exclude=("in_shape",))
@@ -33,4 +42,22 @@ POST.register("pool", pool, exclude=("in_shape",))
 POST.register("dropout", dropout, exclude=("in_shape",))
 POST.register("flatten", flatten, exclude=("in_shape",))
 
-__all__ = ["NORMS", "POST", "RECURRENT", "SYNAPSES", "Conv2d", "L2Normalize", "Linear", "conv", "linear"]
+__all__ = [
+    "NORMS",
+    "POST",
+    "RECURRENT",
+    "SYNAPSES",
+    "Conv2d",
+    "DelaySynapse",
+    "EIConv2d",
+    "EILinear",
+    "L2Normalize",
+    "Linear",
+    "MetaLinear",
+    "conv",
+    "delay",
+    "ei_conv",
+    "ei_linear",
+    "linear",
+    "meta_linear",
+]
