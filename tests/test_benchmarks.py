@@ -73,3 +73,18 @@ def test_alif_cuba_kernels_benchmark_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert summary.returncode == 0 and "== alif ==" in summary.stdout and "== cuba ==" in summary.stdout
+
+
+def test_rules_accuracy_benchmark_smoke(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """rules_accuracy.py trains its rows through the runner, measures each epoch, and skips an absent rule."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rules_accuracy
+    from seeded_runs import Row
+
+    rows = [("dfa", Row("DFA", "digits_dfa", ("data.batch_size=256",), "claim")), ("no_such_rule", Row("X", "x"))]
+    monkeypatch.setattr(rules_accuracy, "ROWS", rows)
+    body = rules_accuracy.main(["--seeds", "0", "--override", "train.epochs=1", "--no-write"])
+    assert "X: rule 'no_such_rule' is absent" in capsys.readouterr().out
+    line = next(row for row in body.splitlines() if row.startswith("| DFA |"))
+    seconds, peak = (float(cell) for cell in line.split("|")[4:6])
+    assert seconds > 0 and peak >= 0
