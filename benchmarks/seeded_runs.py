@@ -1,17 +1,29 @@
 """What the accuracy benchmarks share: train one experiment over several seeds through the runner (model selection
 on the validation split, as ``snnlab run`` does), summarise mean and spread, and write a benchmark's section of
 ``benchmarks/RESULTS.md`` in place, so that re-running a script replaces its own section and nothing else.
+
+Each training epoch is also measured (``epoch_meter``): its wall time (the runner's own ``seconds``: training
+only, not evaluation) and its peak memory above what was in use when it began. On CUDA that is
+``torch.cuda.max_memory_allocated``; on the CPU the peak resident set size (``VmHWM`` of ``/proc/self/status``,
+reset through ``/proc/self/clear_refs`` at the epoch's start) minus the resident size then, with glibc told to
+return freed blocks of 64 KiB and more to the system at once, so that the resident set follows the live tensors.
+A row reports the median over its epochs and seeds (the first epoch also pays one-time costs: kernels loaded,
+forward-mode decompositions compiled).
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import platform
 import re
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # snnlab from this source tree
 
 from snnlab.config import load_experiment  # noqa: E402
-from snnlab.runner import run  # noqa: E402
+from snnlab.runner import RunResult, Training, run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
@@ -40,12 +52,15 @@ class Row:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A row's runs: test accuracy at the epoch chosen on validation, firing rate and wall time, one per seed."""
+    """A row's runs: test accuracy at the epoch chosen on validation, firing rate and wall time, one per seed; time
+    and peak memory (MiB) of every training epoch of every seed."""
 
     row: Row
     accuracies: tuple[float, ...]
     firing_rates: tuple[float, ...]
     seconds: tuple[float, ...]
+    epoch_seconds: tuple[float, ...] = ()
+    epoch_peak_mib: tuple[float, ...] = ()
 
     def accuracy(self) -> str:
         """Mean ± standard deviation over seeds, in percent."""
@@ -60,12 +75,60 @@ def mean_std(values: Sequence[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> dict[str, Any]:
-    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``: its summary."""
+def _return_freed_memory() -> None:
+    """glibc keeps freed blocks below its dynamic mmap threshold in the heap, which would hide the next epoch's peak
+    from the resident set: fix the threshold (and the trim threshold) at 64 KiB."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (fixing it turns the dynamic threshold off)
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: the CPU peak may include memory the allocator kept
+
+
+def _status_bytes(field: str) -> int:
+    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(match.group(1)) * 1024 if match else 0
+
+
+@contextmanager
+def epoch_meter() -> Iterator[list[tuple[float, float]]]:
+    """While open, every ``Training.train_epoch`` appends (seconds, peak MiB above its start) to the yielded list."""
+    _return_freed_memory()
+    records: list[tuple[float, float]] = []
+    original = Training.train_epoch
+
+    def measured(self: Training, epoch: int, bar: Any) -> None:
+        gc.collect()
+        cuda = self.ctx.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.ctx.device)
+            torch.cuda.reset_peak_memory_stats(self.ctx.device)
+            before = torch.cuda.memory_allocated(self.ctx.device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            before = _status_bytes("VmRSS")
+        start = time.perf_counter()
+        original(self, epoch, bar)
+        if cuda:
+            torch.cuda.synchronize(self.ctx.device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(self.ctx.device) if cuda else _status_bytes("VmHWM")
+        records.append((seconds, (peak - before) / 2**20))
+
+    Training.train_epoch = measured  # type: ignore[method-assign]
+    try:
+        yield records
+    finally:
+        Training.train_epoch = original  # type: ignore[method-assign]
+
+
+def train(experiment: str, overrides: Sequence[str], seed: int, root: str) -> RunResult:
+    """One run of ``experiment`` with ``overrides`` and ``seed``, written under ``root``."""
     extra = [f"seed={seed}", f"output.root={root}", "output.plots=false"]
     path = ROOT / "experiments" / f"{experiment}.yaml"  # this tree's, not an installed copy's
     cfg, source = load_experiment(str(path) if path.is_file() else experiment, [*overrides, *extra])
-    return run(cfg, source, progress=False).summary
+    return run(cfg, source, progress=False)
 
 
 def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> list[Outcome]:
@@ -73,12 +136,18 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> lis
     outcomes = []
     with tempfile.TemporaryDirectory() as root:
         for row in rows:
-            summaries = [train(row.experiment, row.overrides, seed, root) for seed in seeds]
+            summaries, epochs = [], []
+            for seed in seeds:
+                with epoch_meter() as measured:
+                    summaries.append(train(row.experiment, row.overrides, seed, root).summary)
+                epochs += measured
             outcome = Outcome(
                 row,
                 tuple(s["best_test_accuracy"] for s in summaries),
                 tuple(s.get("firing_rate", float("nan")) for s in summaries),
                 tuple(s["wall_time_seconds"] for s in summaries),
+                tuple(seconds for seconds, _ in epochs),
+                tuple(peak for _, peak in epochs),
             )
             if log:
                 print(f"{row.label}: {outcome.accuracy()} %", flush=True)
@@ -87,14 +156,21 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], log: bool = True) -> lis
 
 
 def table(outcomes: Sequence[Outcome], claim_header: str = "paper's claim") -> str:
-    """A markdown table of outcomes: accuracy (mean ± std), firing rate, seconds per run, and the claim."""
+    """A markdown table of outcomes: accuracy (mean ± std), firing rate, the median time and peak memory of a
+    training epoch, seconds per run, and the claim."""
     lines = [
-        f"| configuration | test accuracy % | firing rate | s per run | {claim_header} |",
-        "|---|---|---|---|---|",
+        f"| configuration | test accuracy % | firing rate | s per epoch | peak MiB per epoch | s per run | {claim_header} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        rate = mean_std(o.firing_rates, 3) if all(r == r for r in o.firing_rates) else "n/a"
-        lines.append(f"| {o.row.label} | {o.accuracy()} | {rate} | {statistics.fmean(o.seconds):.1f} | {o.row.claim} |")
+        known = all(isinstance(r, float) and r == r for r in o.firing_rates)  # None or NaN: no binary spikes
+        rate = mean_std(o.firing_rates, 3) if known else "n/a"
+        epoch = f"{statistics.median(o.epoch_seconds):.2f}" if o.epoch_seconds else "n/a"
+        peak = f"{statistics.median(o.epoch_peak_mib):.1f}" if o.epoch_peak_mib else "n/a"
+        lines.append(
+            f"| {o.row.label} | {o.accuracy()} | {rate} | {epoch} | {peak} | {statistics.fmean(o.seconds):.1f} "
+            f"| {o.row.claim} |"
+        )
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -21,7 +22,8 @@ def build_network(
     """The network ``cfg`` describes, for per-step inputs of ``input_shape``.
 
     With ``membrane_output`` (the objective reads membranes) the last block with a synapse gets the membrane-only
-    form of the default neuron unless it names its own; a line saying so is appended to ``notes``.
+    form of the default neuron unless it names its own, and its synapse's ``readout_form()`` where it has one; a
+    line saying so is appended to ``notes``.
     Raises ``ConfigError`` naming ``network.blocks[i]...`` when sizes do not chain.
     """
     synapse_blocks = [i for i, b in enumerate(cfg.blocks) if b.synapse_kind() is not None]
@@ -62,13 +64,13 @@ def _build(
         current = shape
         if (kind := spec.synapse_kind()) is not None:
             key = kind
-            parts["synapse"] = SYNAPSES.build(getattr(spec, kind), in_shape=shape)
+            parts["synapse"] = _synapse(spec, kind, shape, swap, path, notes)
             current = _shape_after(parts["synapse"], shape)
         if spec.norm is not None:
             key = "norm"
             parts["norm"] = NORMS.build(spec.norm, in_shape=current)
         key = "neuron"
-        parts["neuron"] = _neuron(spec, cfg, swap, path, notes)
+        parts["neuron"] = _neuron(spec, cfg, swap, path, notes, current)
         if spec.recurrent is not None:
             key = "recurrent"
             parts["recurrent"] = RECURRENT.build(spec.recurrent, in_shape=current)
@@ -90,14 +92,31 @@ def _build(
         ) from None
 
 
-def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None) -> Neuron | None:
+def _synapse(
+    spec: BlockConfig, kind: str, shape: tuple[int, ...], swap: bool, path: str, notes: list[str] | None
+) -> nn.Module:
+    """The block's synapse; in the output block (``swap``) the form its ``readout_form()`` gives, if it has one
+    (an E-I circuit's balanced current, without division)."""
+    synapse = SYNAPSES.build(getattr(spec, kind), in_shape=shape)
+    readout_form = getattr(synapse, "readout_form", None)
+    if not swap or not callable(readout_form):
+        return synapse
+    output = readout_form()
+    if notes is not None and output is not synapse:
+        notes.append(f"{path}.{kind}: {output.extra_repr()}, for the objective's membrane readout")
+    return output
+
+
+def _neuron(
+    spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes: list[str] | None, shape: tuple[int, ...]
+) -> Neuron | None:
     """The block's own neuron, else the default for a block with a synapse; the output block gets the default's
-    membrane form under a membrane readout."""
+    membrane form under a membrane readout. ``shape`` is the neuron's input per sample."""
     if spec.neuron is not None:
-        return NEURONS.build(spec.neuron)
+        return _build_neuron(spec.neuron, shape)
     if spec.synapse_kind() is None:
         return None
-    neuron = NEURONS.build(cfg.neuron)
+    neuron = _build_neuron(cfg.neuron, shape)
     if not swap:
         return neuron
     membrane = neuron.readout_form()
@@ -107,6 +126,14 @@ def _neuron(spec: BlockConfig, cfg: NetworkConfig, swap: bool, path: str, notes:
             f"for the objective's membrane readout; objective.swap_output_neuron=false keeps it"
         )
     return membrane
+
+
+def _build_neuron(config: Any, shape: tuple[int, ...]) -> Neuron:
+    """A neuron from its options; one whose constructor takes ``in_shape`` (per-neuron parameters, ALIF) gets the
+    shape of its input per sample, as synapses and norms do."""
+    builder = NEURONS.builder(getattr(config, NEURONS.key))
+    extra = {"in_shape": shape} if "in_shape" in inspect.signature(builder).parameters else {}
+    return NEURONS.build(config, **extra)
 
 
 @torch.no_grad()

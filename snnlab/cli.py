@@ -231,6 +231,14 @@ def evaluate_run(
 ) -> None:
     """Evaluate a run's checkpoint (the network's and the rule's saved state) on the test set; print the
     objective's metrics and the activity."""
+    if checkpoint not in ("best", "last"):
+        typer.echo("error: --checkpoint must be best or last", err=True)
+        raise typer.Exit(2)
+    _report_errors(lambda: _evaluate_checkpoint(run_dir, checkpoint))
+
+
+def _evaluate_checkpoint(run_dir: Path, checkpoint: str) -> None:
+    """Print the test metrics and activity of a run folder's checkpoint (``snnlab eval``)."""
     import json
 
     from .config import read_yaml, validate
@@ -239,23 +247,91 @@ def evaluate_run(
     from .runner import build_experiment, build_rule, data_loaders, evaluate
     from .storage import load_weights
 
-    def evaluate_checkpoint() -> None:
-        config_file = RunFolder.existing(run_dir).path / CONFIG
-        cfg = validate(read_yaml(config_file), str(config_file))
-        ctx = Context(resolve_device(cfg.device))
-        splits, network, objective, _ = build_experiment(cfg)
-        rule = build_rule(cfg, network, objective)
-        load_weights(run_dir / f"{checkpoint}.safetensors", {"network": network, "rule": rule})
-        network.to(ctx.device)
-        rule.to(ctx.device)
-        metrics, activity = evaluate(network, rule, data_loaders(cfg, splits, ctx).test, ctx)
-        test = {f"test_{k}": v for k, v in metrics.items()}
-        typer.echo(json.dumps({"checkpoint": checkpoint, **test, **activity}, indent=2))
+    config_file = RunFolder.existing(run_dir).path / CONFIG
+    cfg = validate(read_yaml(config_file), str(config_file))
+    ctx = Context(resolve_device(cfg.device))
+    splits, network, objective, _ = build_experiment(cfg)
+    rule = build_rule(cfg, network, objective)
+    load_weights(run_dir / f"{checkpoint}.safetensors", {"network": network, "rule": rule})
+    network.to(ctx.device)
+    rule.to(ctx.device)
+    metrics, activity = evaluate(network, rule, data_loaders(cfg, splits, ctx).test, ctx)
+    test = {f"test_{k}": v for k, v in metrics.items()}
+    typer.echo(json.dumps({"checkpoint": checkpoint, **test, **activity}, indent=2))
 
-    if checkpoint not in ("best", "last"):
-        typer.echo("error: --checkpoint must be best or last", err=True)
+
+DtOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds one time step lasts. Export: default 1e-4 (what snnTorch's and SpikingJelly's importers "
+        "assume), written into the file. Import: default the file's own; files of other libraries record none "
+        "(snnTorch and SpikingJelly export with 1e-4, Norse 1e-3, Sinabs and Rockpool 1).",
+        show_default=False,
+    ),
+]
+
+
+@app.command(name="export")
+def export_network(
+    source: Annotated[Path, typer.Argument(help="A run folder, or its best.safetensors or last.safetensors.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write, e.g. net.nir.")],
+    format: Annotated[str, typer.Option("--format", help="The format: nir (the only one).")] = "nir",
+    dt: DtOpt = None,
+    checkpoint: Annotated[str, typer.Option(help="For a run folder: best or last.")] = "best",
+) -> None:
+    """Write a trained network to a NIR file (the Neuromorphic Intermediate Representation), for Loihi 2 (Lava),
+    Speck, Xylo, SpiNNaker2, BrainScaleS-2, snnTorch, SpikingJelly, Norse, Sinabs and Rockpool.
+
+    The time step and each neuron's discretisation and reset are written into the file; a block NIR cannot express
+    (a soft reset, max pooling, an E-I circuit's division) is refused, naming it and why.
+    """
+    from .export.run import export_run
+
+    if format != "nir" or checkpoint not in ("best", "last"):
+        typer.echo("error: --format must be nir and --checkpoint best or last", err=True)
         raise typer.Exit(2)
-    _report_errors(evaluate_checkpoint)
+    graph = _report_errors(lambda: export_run(source, output, dt, checkpoint))
+    typer.echo(f"wrote {output}: {len(graph.nodes) - 2} nodes, dt {graph.metadata['dt']:g} s per step")
+
+
+@app.command(name="import")
+def import_network(
+    file: Annotated[Path, typer.Argument(help="A NIR file (snnlab's, or another library's).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The folder to write (default: runs/<experiment>-import-<date-time>)."),
+    ] = None,
+    dt: DtOpt = None,
+    discretization: Annotated[
+        str,
+        typer.Option(help="How to step nodes that do not record it (other libraries' files): euler (theirs) or exp."),
+    ] = "euler",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="The experiment to evaluate it in (data, objective): a run folder, a YAML file or a bundled "
+            "experiment's name. Default: the one the file records (snnlab's exports), else the quickstart.",
+        ),
+    ] = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate the imported network on the test set.")] = True,
+) -> None:
+    """Read a NIR file into a folder that `snnlab eval` and `snnlab.load_run` read like a run's (config.yaml with
+    the imported network, best/last.safetensors), and evaluate it on the experiment's test set."""
+    from .export.run import import_run
+
+    if discretization not in ("euler", "exp"):
+        typer.echo("error: --discretization must be euler or exp", err=True)
+        raise typer.Exit(2)
+    result = _report_errors(lambda: import_run(file, output, dt, discretization, config))  # type: ignore[arg-type]
+    for note in result.imported.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(
+        f"imported {file} (dt {result.imported.dt:g} s) into {result.folder}: {len(result.config.network.blocks)} "
+        f"blocks, the experiment from {result.base}"
+    )
+    if evaluate:
+        _report_errors(lambda: _evaluate_checkpoint(result.folder, "best"))
 
 
 @app.command(name="options")

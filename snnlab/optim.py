@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -29,14 +30,31 @@ def _fits_float32(value: float) -> float:
 StepSize = Annotated[float, AfterValidator(_fits_float32)]
 
 
+class SchedulerConfig(BaseModel):
+    """Per-epoch learning-rate schedule, from each group's ``lr``: ``none``; ``cosine`` (to ``min_lr`` over the
+    run); ``step`` (times ``gamma`` every ``step_size`` epochs); ``one_cycle`` (PyTorch's ``OneCycleLR`` stepped
+    per epoch, as the delays paper does: ``lr`` is the peak, reached after ``pct_start`` of the run from
+    ``lr / div_factor``, then down to ``lr / div_factor / final_div_factor``, cosine-shaped)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    name: Literal["none", "cosine", "step", "one_cycle"] = "none"
+    min_lr: StepSize = Field(0.0, ge=0)
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    pct_start: float = Field(0.3, gt=0, lt=1, description="one_cycle: share of the run spent rising to lr")
+    div_factor: float = Field(25.0, ge=1, description="one_cycle: it starts at lr / div_factor")
+    final_div_factor: float = Field(1e4, ge=1, description="one_cycle: it ends at lr / div_factor / final_div_factor")
+
+
 class ParamGroup(BaseModel):
     """Parameters whose name matches the glob ``params`` (``network.blocks.*.norm.*``, ``rule.*``), trained with
-    their own ``lr`` and ``weight_decay`` (unset: the optimizer's)."""
+    their own ``lr``, ``weight_decay`` and ``scheduler`` (unset: the optimizer's, ``train.scheduler``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     params: str = Field(min_length=1)
     lr: StepSize | None = Field(None, gt=0)
     weight_decay: StepSize | None = Field(None, ge=0)
+    scheduler: SchedulerConfig | None = None
 
 
 class OptimizerConfig(BaseModel):
@@ -66,16 +84,6 @@ class OptimizerConfig(BaseModel):
         if isinstance(data, dict) and data.get("name") == "adamw" and "weight_decay" not in data:
             return {**data, "weight_decay": ADAMW_WEIGHT_DECAY}
         return data
-
-
-class SchedulerConfig(BaseModel):
-    """Per-epoch learning-rate schedule: ``none``, ``cosine`` (to ``min_lr`` over the run) or ``step``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: Literal["none", "cosine", "step"] = "none"
-    min_lr: StepSize = Field(0.0, ge=0)
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0)
 
 
 def param_groups(named: Sequence[tuple[str, nn.Parameter]], cfg: OptimizerConfig) -> list[dict]:
@@ -111,15 +119,57 @@ def build_optimizer(named: Sequence[tuple[str, nn.Parameter]], cfg: OptimizerCon
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-epoch schedule ``cfg`` names, or None."""
+def lr_at(cfg: SchedulerConfig, lr: float, epoch: int, epochs: int) -> float:
+    """The learning rate after ``epoch`` of ``epochs`` epochs under ``cfg``, starting from ``lr``: a closed form,
+    so that a schedule restored from a checkpoint, or extended to more epochs, needs nothing but the epoch."""
     if cfg.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
+        return cfg.min_lr + (lr - cfg.min_lr) * (1 + math.cos(math.pi * min(epoch, epochs) / epochs)) / 2
     if cfg.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    return None
+        return lr * cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.name == "one_cycle":  # torch.optim.lr_scheduler.OneCycleLR's two phases, with total_steps = epochs
+        start, peak, end = lr / cfg.div_factor, lr, lr / cfg.div_factor / cfg.final_div_factor
+        top = cfg.pct_start * epochs - 1
+        if epoch <= top:
+            a, b, share = start, peak, epoch / top
+        else:
+            a, b, share = peak, end, min((epoch - top) / max(epochs - 1 - top, 1e-12), 1.0)
+        return b + (a - b) * (1 + math.cos(math.pi * share)) / 2
+    return lr
+
+
+class EpochSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Each parameter group's own schedule (``lr_at``), stepped once per epoch. Its state is the epoch alone:
+    loading it sets every group's rate for that epoch of this run's length (a run extended on resume continues
+    as if planned for its new length)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedules: Sequence[SchedulerConfig], epochs: int) -> None:
+        self.schedules, self.epochs = list(schedules), epochs
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [lr_at(s, lr, self.last_epoch, self.epochs) for s, lr in zip(self.schedules, self.base_lrs)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_epoch, self._step_count = int(state_dict["last_epoch"]), int(state_dict["_step_count"])
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int, groups: Sequence[ParamGroup] = ()
+) -> EpochSchedule | None:
+    """The per-epoch schedule of every parameter group of ``optimizer`` (built by ``build_optimizer`` from the same
+    ``groups``: the default group first, then the groups that matched, in order): a group's own ``scheduler``,
+    else ``cfg``. None when no group is scheduled."""
+    own = [g.scheduler or cfg for g in groups]
+    schedules = ([cfg] if len(optimizer.param_groups) > len(own) else []) + own
+    if all(s.name == "none" for s in schedules):
+        return None
+    return EpochSchedule(optimizer, schedules, epochs)
 
 
 class TrainConfig(BaseModel):

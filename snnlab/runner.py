@@ -36,7 +36,7 @@ from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
 from .run_folder import RunFolder
 from .sampling import EpochSampler, SeededSamples
-from .seeding import rng_states, seed_everything, set_rng_states
+from .seeding import fixed_randomness, rng_states, seed_everything, set_rng_states
 from .stats import ActivityMonitor, parameter_count
 from .stopping import interrupts_deferred, signals_as_interrupts
 
@@ -142,11 +142,13 @@ def data_loaders(cfg: ExperimentConfig, splits: DatasetSplits, ctx: Context) -> 
 @torch.no_grad()
 def evaluate(network: Network, rule: Rule, loader: DataLoader, ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     """The objective's metrics over ``loader`` (all processes' shares together, each a mean over samples) and
-    the activity statistics of the same passes."""
+    the activity statistics of the same passes. Random draws of the network (stochastic neurons) come from a
+    fixed seed (``seeding.fixed_randomness``): the same weights give the same metrics, and the training stream is
+    not advanced."""
     network.eval()
     sums: dict[str, float] = {}
     total = 0
-    with ActivityMonitor(network) as monitor:
+    with fixed_randomness(device=ctx.device), ActivityMonitor(network) as monitor:
         for x, y in loader:
             x, y = to_device(x, y, ctx.device)
             n = x.shape[1]
@@ -184,18 +186,6 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """One epoch's metrics as a line: ``epoch 3/20: loss 0.4123, train_accuracy 0.9012, ... (0.18 s)``."""
     values = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds") and v is not None)
     return f"epoch {row['epoch']}/{epochs}: {values} ({row['seconds']:.2f} s)"
-
-
-def stretch_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
-    """A cosine schedule of an extended run, set as if it had been planned for ``epochs`` from the start (its
-    learning rate at the current epoch by the closed form); schedules that do not depend on the length stay."""
-    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        return
-    scheduler.T_max = epochs
-    phase = (1 + math.cos(math.pi * scheduler.last_epoch / epochs)) / 2
-    for group in scheduler.optimizer.param_groups:
-        group["lr"] = scheduler.eta_min + (group["initial_lr"] - scheduler.eta_min) * phase
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def load_network_weights(path: Path, network: Network) -> None:
@@ -308,10 +298,9 @@ class Training:
             raise SnnlabError(
                 f"{path}: written by a run on {len(state['rng'])} process(es); resume it with --nproc {len(state['rng'])}"
             )
+        # the schedules are closed forms of the epoch (optim.EpochSchedule): restored into a rule built for the
+        # extended length, they continue as if the run had been planned for it
         self.progress = checkpoint.restore(state, path, self.network, self.rule)
-        if extended:
-            for scheduler in self.rule.schedulers.values():
-                stretch_schedule(scheduler, self.cfg.train.epochs)
         set_rng_states(state["rng"][self.ctx.rank])
         self.saved_at = self._position()
         self.started -= self.progress.seconds  # wall time counts earlier sessions too

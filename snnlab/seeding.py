@@ -9,6 +9,8 @@ run and a run split over several processes repeat an uninterrupted single-proces
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+EVALUATION_SEED = 0
+"""The seed every evaluation draws its randomness from (stochastic neurons and synapses, ``snnlab.neurons.meta``):
+the same weights then give the same metrics at every epoch, in ``snnlab eval`` and after a resume."""
+
+
+@contextmanager
+def fixed_randomness(seed: int = EVALUATION_SEED, device: torch.device | None = None) -> Iterator[None]:
+    """Run the body on torch's global generators (CPU, and ``device``'s when it is a GPU) seeded with ``seed``, and
+    put their states back afterwards: the body's draws are fixed, and the caller's stream is left untouched."""
+    gpu = device is not None and device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if gpu else [], device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if gpu:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 _MASK = 2**64 - 1

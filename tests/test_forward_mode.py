@@ -171,7 +171,7 @@ def test_dispatch_runs_the_loop_under_forward_mode_and_the_op_refuses(backend: s
         assert choose(backend, x, ATan(), inputs=(forward_ad.make_dual(beta, torch.ones_like(beta)),)) == "torch"
         op = fused_op("lif", backend)
         with pytest.raises(RuntimeError, match="no forward-mode AD formula.*backend='torch'"):
-            op(dual, [None], [0.5, 0.5, 1.0], (0.0, True, False), ATan())
+            op(dual, [None], [0.5, 0.5, 1.0], (0.0, True, False, False), ATan())
     picked = []
     for transform in (lambda f: jvp(f, (x,), (x,)), lambda f: vmap(f)(x), lambda f: grad(lambda x: f(x).sum())(x)):
         transform(lambda x: picked.append(choose(backend, x, ATan())) or x)

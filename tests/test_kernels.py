@@ -174,17 +174,21 @@ def test_per_neuron_parameters(backend: str, device: str, shape: tuple, per_neur
 
 RATE_OPTIONS = [
     dict(reset="soft", detach_reset=True, decay_input=False),  # rate-based BP's default
-    dict(reset="soft"),
+    dict(reset="soft", learn_tau=True, learn_threshold=True),
     dict(reset="hard", per_neuron=(37,)),
-    dict(reset="hard", detach_reset=True, surrogate={"name": "triangle", "alpha": 0.8}),
+    dict(
+        reset="hard", detach_reset=True, decay_input=False, learn_tau=True, surrogate={"name": "triangle", "alpha": 0.8}
+    ),
 ]
 
 
-@pytest.mark.parametrize("options", RATE_OPTIONS, ids=["soft-detached", "soft", "hard-per-neuron", "hard-detached"])
+@pytest.mark.parametrize(
+    "options", RATE_OPTIONS, ids=["soft-detached", "plif-soft", "hard-per-neuron", "plif-hard-detached"]
+)
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
 def test_rate_statistics_match_reference(backend: str, device: str, options: dict) -> None:
-    """The fused forward's rate and eligibility equal the torch loop's by forward-mode AD (``snnlab.kernels.rate``),
-    with the same spikes and final membrane."""
+    """The fused forward's rate, eligibility and slopes of a learnable tau and threshold equal the torch loop's by
+    forward-mode AD (``snnlab.kernels.rate``), with the same spikes and final membrane."""
     options = {"surrogate": {"name": "sigmoid", "alpha": 4.0}, **options}
     reference, fast = lif_pair(backend, device, options.pop("per_neuron", None), **options)
     x, v0 = inputs((10, 3, 37), device, at_rest=False, **options)
@@ -193,6 +197,9 @@ def test_rate_statistics_match_reference(backend: str, device: str, options: dic
     assert torch.equal(got.spikes, expected.spikes) and torch.equal(got.state.v, expected.state.v)
     torch.testing.assert_close(got.rate, expected.rate)
     torch.testing.assert_close(got.eligibility, expected.eligibility, rtol=1e-5, atol=1e-6)
+    assert got.slopes.keys() == expected.slopes.keys() == {n for n, p in fast.named_parameters()}
+    for name, slope in expected.slopes.items():
+        torch.testing.assert_close(got.slopes[name], slope, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("reset", ["soft-detached", "soft", "hard"])
@@ -283,46 +290,79 @@ def test_triton_cuda_graph_and_compile() -> None:
     check(torch.compile(SpikesOnly(fast), fullgraph=True))
 
 
+@pytest.mark.parametrize(("backend", "device"), TARGETS)
+@pytest.mark.parametrize("options", OPTIONS[::3], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_cut_path_matches_the_loop(backend: str, device: str, options: dict) -> None:
+    """``forward_cut`` (SLTT's step-to-step gradient dropped) on the kernel equals the loop of ``step`` on detached
+    states: spikes and v exactly, the gradients of the input, the initial membrane (none) and the parameters."""
+    reference, fast = lif_pair(backend, device, (5,) if options["learn_tau"] else None, **options)
+    x, v0 = inputs((9, 2, 5), device, at_rest=False, **options)
+    results = []
+    for neuron in (reference, fast):
+        spikes, state = neuron.forward_cut(x, MembraneState(v0))
+        weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1)).to(device)
+        value = (spikes * weights).sum() + state.v.square().sum()
+        grads = torch.autograd.grad(value, [x, v0, *neuron.parameters()], allow_unused=True, materialize_grads=True)
+        results.append((spikes, state.v, grads))
+    (s_ref, v_ref, g_ref), (s, v, g) = results
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
+    assert not g_ref[1].any(), "no gradient reaches the initial membrane"
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
 @pytest.mark.skipif(INTERPRETING, reason="compiles for a GPU")
-@pytest.mark.parametrize("scalar", ["fp32", "fp64"])
-def test_triton_kernels_compile_for_hopper(scalar: str) -> None:
-    """Without a GPU: both kernels compile for sm_90 with fusion on (as Inductor compiles them), keep nothing in
-    local memory, and the membrane's products stay separate ``mul.rn`` instructions (no fused multiply-add).
-    Inductor passes Python floats (``v_reset``, ``alpha``) as fp64: the kernels must still compute in fp32."""
+@pytest.mark.parametrize(
+    ("model", "scalar", "products", "unused"),
+    [("lif", "fp32", 2, 0), ("lif", "fp64", 2, 0), ("alif", "fp32", 5, 2), ("cuba", "fp32", 4, 0)],
+)
+def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: int, unused: int) -> None:
+    """Without a GPU: both kernels of each model compile for sm_90 with fusion on (as Inductor compiles them), keep
+    nothing in local memory, and the products that decide spikes stay separate ``mul.rn`` instructions (no fused
+    multiply-add): ``products`` per step (LIF: beta v and gain x; ALIF also beta_a a, rho a and gain_a s;
+    CUBA-LIF also alpha i and gain_syn x), less the ``unused`` ones the backward's recomputation drops at a segment's
+    last step (ALIF's next adaptation). Inductor passes Python floats (``v_reset``, ``alpha``) as fp64: the kernels
+    must still compute in fp32."""
     triton = pytest.importorskip("triton")
+    import importlib
+
     from triton.backends.compiler import GPUTarget
 
-    from snnlab.kernels.lif import triton as triton_lif
+    kernels = importlib.import_module(f"snnlab.kernels.{model}.triton")
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constexprs else ("*fp32" if n.endswith("_ptr") else "i32") for n in names}
         signature.update({n: scalar for n in ("v_reset", "alpha") if n in names})
         signature.update({n: "constexpr" for n in names if n.endswith("_len")})  # 0-d parameters: length 1
-        constexprs = {**constexprs, **{n: 1 for n in names if n.endswith("_len")}}
+        flags = {n: True for n in names if n.startswith("HAS_")}
+        constexprs = {**flags, **constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        options = {"num_warps": triton_lif.NUM_WARPS, "enable_fp_fusion": True}
-        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        options = {"num_warps": kernels.NUM_WARPS, "enable_fp_fusion": True}
+        return triton.compiler.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
-    common = {"SOFT": True, "HAS_V0": True, "EXACT": True, "K": triton_lif.K, "BLOCK": triton_lif.BLOCK}
-    common.update({"DETACH": False, "SURROGATE": 1})
-    forward = ptx(triton_lif._forward_kernel, {**common, "SAVE": True, "STATS": False})
-    backward = ptx(triton_lif._backward_kernel, {**common, "HAS_GS": True, "HAS_GV": True, "PARAM_GRADS": True})
-    per_step = triton_lif.BLOCK // (32 * triton_lif.NUM_WARPS)  # elements per thread
-    for code in (forward, backward):
-        assert ".local" not in code
-        assert code.count("mul.rn.f32") == 2 * triton_lif.K * per_step  # beta v and gain x, every step
+    common = {"SOFT": True, "EXACT": True, "K": kernels.K, "BLOCK": kernels.BLOCK}
+    lif_only = {"DETACH": False, "SURROGATE": 1, "STATS": False} if model == "lif" else {}
+    forward = ptx(kernels._forward_kernel, {**common, "SAVE": True, **lif_only})
+    cut = {"CUT": False} if model == "lif" else {}
+    backward = ptx(kernels._backward_kernel, {**common, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
+    per_step = kernels.BLOCK // (32 * kernels.NUM_WARPS)  # elements per thread
+    assert ".local" not in forward and ".local" not in backward
+    assert forward.count("mul.rn.f32") == products * kernels.K * per_step
+    assert backward.count("mul.rn.f32") == (products * kernels.K - unused) * per_step
 
 
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
-    """This file's Triton cases, on the CPU through ``TRITON_INTERPRET=1`` (read at import, hence the subprocess)."""
+    """This file's Triton cases and ``test_alif_cuba.py``'s, on the CPU through ``TRITON_INTERPRET=1`` (read at import,
+    hence the subprocess, one for both)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "triton-cpu"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         str(Path(__file__).with_name("test_alif_cuba.py")), "-k", "triton-cpu"],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from snnlab.neurons import IF, LI, LIF, NEURONS, Neuron, NonSpiking
+from snnlab.neurons import ALIF, IF, LI, LIF, NEURONS, CubaLI, CubaLIF, Neuron, NonSpiking
 from snnlab.surrogates import surrogate
 
 TAU_075 = -1 / math.log(0.75)
@@ -184,6 +184,23 @@ NEURON_CASES = {
     "li_learn_tau": lambda: LI(learn_tau=True, decay_input=False),
     "nonspiking_relu": lambda: NonSpiking("relu"),
     "nonspiking_identity": lambda: NonSpiking("identity"),
+    "alif": lambda: ALIF(tau=2.0, tau_a=10.0, beta_a=0.5),
+    "alif_hard_learned": lambda: ALIF(
+        tau=3.0,
+        tau_a=6.0,
+        beta_a=1.0,
+        reset="hard",
+        detach_reset=True,
+        learn_tau=True,
+        learn_threshold=True,
+        learn_tau_a=True,
+        learn_beta_a=True,
+    ),  # fmt: skip
+    "cuba_lif": lambda: CubaLIF(tau=3.0, tau_syn=2.0),
+    "cuba_lif_learned": lambda: CubaLIF(
+        decay_input=False, reset="hard", learn_tau=True, learn_tau_syn=True, learn_threshold=True
+    ),  # fmt: skip
+    "cuba_li": lambda: CubaLI(tau=3.0, learn_tau_syn=True),
 }
 
 

@@ -7,26 +7,30 @@ phase 1 runs the network once without autograd and keeps, per neuron,
 where ds[t]/dc is the spike's surrogate derivative times the membrane's derivative along c (for LIF
 g(u[t]) k[t], ``LIF.rate_statistics``). e is thus the forward-mode tangent of the rate for the input tangent 1 at
 every step: that is the torch reference here, run through the neuron's own loop, and what a fused kernel's
-``stats`` output is tested against.
+``stats`` output is tested against. The slopes dr/dp of learnable parameters p (PLIF's tau, a learnable threshold)
+are the tangents along p the same way (``parameter_slopes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd import forward_ad
 
 
 class RateStatistics(NamedTuple):
-    """The outputs ``[T, ...]`` and final state of a forward, with the per-neuron rate and eligibility ``[...]``."""
+    """The outputs ``[T, ...]`` and final state of a forward, with the per-neuron rate and eligibility ``[...]``, and
+    per learnable parameter (by its name in ``named_parameters``) the rate's derivative along it ``[...]``."""
 
     spikes: Tensor
     state: Any
     rate: Tensor
     eligibility: Tensor
+    slopes: Mapping[str, Tensor] = {}
 
 
 def rate_statistics_by_forward_ad(run: Callable[[Tensor], tuple[Tensor, Any]], x_seq: Tensor) -> RateStatistics:
@@ -39,3 +43,20 @@ def rate_statistics_by_forward_ad(run: Callable[[Tensor], tuple[Tensor, Any]], x
         primal = type(state)(*(forward_ad.unpack_dual(s).primal for s in state))
     eligibility = torch.zeros_like(spikes) if tangent is None else tangent
     return RateStatistics(spikes, primal, spikes.mean(0), eligibility.mean(0))
+
+
+def parameter_slopes(module: nn.Module, x_seq: Tensor, state: Any = None) -> dict[str, Tensor]:
+    """dr/dp per neuron for each learnable parameter p of ``module`` (a tangent of ones along p: each neuron's own
+    entry of a per-neuron parameter), the input held constant, by forward mode through the module's own loop (the
+    fused kernels have none, so the dispatch runs the loop: expected here, not worth the fallback warning)."""
+    slopes = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+
+            def rate(value: Tensor, name: str = name) -> Tensor:
+                return torch.func.functional_call(module, {name: value}, (x_seq, state))[0].mean(0)
+
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                slopes[name] = torch.func.jvp(rate, (p.detach(),), (torch.ones_like(p),))[1]
+    return slopes

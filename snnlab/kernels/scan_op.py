@@ -9,8 +9,9 @@ functions over flat tensors, the same for every model:
   ``[N]`` (``[0]`` for a neuron at rest, which spares a fill and a read); each parameter 1-D of a length ``P`` that
   divides N; ``options`` a named tuple of the static options (then ``surrogate`` and ``alpha``). It returns the
   output ``[T, N]`` (x's dtype), the final states ``[N]``, what backward needs (``[rows, N]`` float32, ``rows =
-  saved_rows(T)`` when ``save``, else 0) and, when ``stats``, ``[2, N]`` float32: the rate and the eligibility of
-  ``snnlab.kernels.rate`` (else ``[0, N]``).
+  saved_rows(T)`` when ``save``, else 0) and, when ``stats``, ``[2 + n_params, N]`` float32: the rate, its
+  derivative along a constant input (the eligibility of ``snnlab.kernels.rate``) and along each parameter (else
+  ``[0, N]``).
 * ``backward(grad_out, grad_states, x, states, params, saved, options, param_grads) -> (grad_x, grad_states,
   grad_params)``: gradients of x ``[T, N]`` and of the initial states (shaped like them), and ``[n_params, N]``
   float32 per-neuron parameter gradients (``[0, N]`` unless ``param_grads``). ``grad_out`` may be an expanded view
@@ -135,8 +136,8 @@ class ScanOp:
         surrogate: Surrogate | None = None,
         stats: bool = False,
     ) -> tuple[Tensor, tuple[Tensor, ...], Tensor | None]:
-        """The output ``[T, ...]``, the final states and, with ``stats``, ``[2, ...]`` float32: the per-neuron rate
-        and eligibility (``snnlab.kernels.rate``)."""
+        """The output ``[T, ...]``, the final states and, with ``stats``, ``[2 + n_params, ...]`` float32: the
+        per-neuron rate, eligibility and the rate's derivative along each parameter (``snnlab.kernels.rate``)."""
         if not torch.compiler.is_compiling() and forward_mode_active(x_seq, *states, *params):
             raise RuntimeError(
                 f"snnlab::{self.model.name}_{self.backend} has no forward-mode AD formula (torch.func, "
@@ -155,7 +156,7 @@ class ScanOp:
         return (
             out.view(x_seq.shape),
             tuple(s.view(shape) for s in final),
-            statistics.view(2, *shape) if stats else None,
+            statistics.view(-1, *shape) if stats else None,
         )
 
 
@@ -209,7 +210,8 @@ def define_scan_op(
             T, N = x.shape
             final = [x.new_empty(N, dtype=s.dtype) for s in args[1 : 1 + n_states]]
             saved = x.new_empty((saved_rows(T) if save else 0, N), dtype=torch.float32)
-            return (torch.empty_like(x), *final, saved, x.new_empty((2 if stats else 0, N), dtype=torch.float32))
+            rows = 2 + n_params if stats else 0
+            return (torch.empty_like(x), *final, saved, x.new_empty((rows, N), dtype=torch.float32))
 
         @op_backward.register_fake
         def _(*args: Any) -> tuple[Tensor, ...]:

@@ -5,7 +5,8 @@ machine shared with other jobs a parallel step waits for a thread the OS has des
 loaded 2-core machine was 2-10x slower with both on 2 threads than on 1 (``benchmarks/RESULTS.md``). So the
 default is half the cores this process may use (at least 1): 1 on a 2-core machine, which also leaves the
 other hyperthread of a core, or the other job, its core. Numba's kernels run on as many threads as torch does
-(``snnlab.kernels.lif.numba`` reads ``torch.get_num_threads()`` at each call), so setting torch's sets both.
+(``snnlab.kernels.numba_common.parallel`` reads ``torch.get_num_threads()`` at each call), so setting torch's
+sets both.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import torch
 from pydantic import ConfigDict, validate_call
 from torch import Tensor
 
@@ -41,6 +42,17 @@ class Neuron(StatefulModule):
     def readout_form(self) -> Neuron:
         """The non-spiking neuron whose output is this model's membrane, for membrane readouts."""
         raise NotImplementedError(f"{type(self).__name__} has no membrane readout form")
+
+    def forward_cut(self, x_seq: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """``forward`` with the temporal gradient path cut (SLTT, Meng et al. 2023): every step receives its state
+        detached, so the gradient of out[t] reaches x[t] and the parameters only; the values are ``forward``'s.
+        This loops ``step``; a fused kernel may replace it."""
+        state = self.initial_state(x_seq[0]) if state is None else state
+        outputs = []
+        for x_t in x_seq:
+            out, state = self.step(x_t, detach_state(state))
+            outputs.append(out)
+        return torch.stack(outputs), state
 
 
 __all__ = ["MembraneState", "Neuron", "NoState", "State", "detach_state", "validated"]

@@ -23,6 +23,17 @@ def decay_factor(tau: float, dt: float, discretization: Discretization) -> float
     return 1.0 - dt / tau
 
 
+def continuous_tau(beta: float, dt: float, discretization: Discretization) -> float:
+    """The continuous time constant (in the units of ``dt``) whose ``discretization`` gives the decay ``beta`` per
+    step of ``dt``: dt / ln(1/beta) (``exp``, the exact zero-order hold of tau dv/dt = -v) or dt / (1 - beta)
+    (``euler``); the inverse of ``decay_factor``. NIR's ``tau`` for a step of ``dt`` seconds."""
+    if beta >= 1:
+        return math.inf
+    if discretization == "exp":
+        return dt / -math.log(beta) if beta > 0 else 0.0
+    return dt / (1 - beta)
+
+
 def charge(x: Tensor, v: Tensor, beta: Tensor | float, decay_input: bool) -> Tensor:
     """Pre-reset membrane h = beta v + (1 - beta) x, or beta v + x when ``decay_input`` is false."""
     if decay_input:
@@ -31,13 +42,16 @@ def charge(x: Tensor, v: Tensor, beta: Tensor | float, decay_input: bool) -> Ten
 
 
 class Leak(nn.Module):
-    """Holds beta; with ``learnable`` it is one parameter per layer, beta = sigmoid(w) (PLIF, Fang et al. 2021).
+    """Holds beta; with ``learnable`` it is a parameter, beta = sigmoid(w) (PLIF, Fang et al. 2021): one per layer, or
+    one per neuron with a ``shape`` (ALIF's adaptation).
 
     The sigmoid keeps beta in (0, 1) whatever the optimiser does, for either
     discretisation, and is initialised so that beta starts at the value ``tau`` gives.
     """
 
-    def __init__(self, tau: float, dt: float, discretization: Discretization, learnable: bool) -> None:
+    def __init__(
+        self, tau: float, dt: float, discretization: Discretization, learnable: bool, shape: tuple[int, ...] = ()
+    ) -> None:
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
@@ -57,7 +71,7 @@ class Leak(nn.Module):
         if learnable:
             if not 0 < beta < 1:
                 raise ValueError(f"a learnable tau needs 0 < beta < 1, got beta={beta}")
-            self.w = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
+            self.w = nn.Parameter(torch.full(shape, math.log(beta / (1 - beta))))
         else:
             self._beta = beta
 
@@ -67,13 +81,10 @@ class Leak(nn.Module):
 
     @property
     def tau(self) -> float:
-        """The time constant that the current beta corresponds to, in the units of ``dt``."""
-        beta = float(torch.sigmoid(self.w.detach())) if self.learnable else self._beta
-        if beta >= 1:
-            return math.inf
-        if self.discretization == "exp":
-            return -self.dt / math.log(beta) if beta > 0 else 0.0
-        return self.dt / (1 - beta)
+        """The time constant that the current beta corresponds to (of their mean, for one per neuron), in the units of
+        ``dt``."""
+        beta = float(torch.sigmoid(self.w.detach()).mean()) if self.learnable else self._beta
+        return continuous_tau(beta, self.dt, self.discretization)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, dt={self.dt}, discretization={self.discretization}, learnable={self.learnable}"

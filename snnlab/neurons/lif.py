@@ -28,10 +28,11 @@ Mapping to other libraries:
   ``v_reset`` SpikingJelly leaks toward ``v_reset`` rather than 0, which matches
   here only for ``v_reset=0``. SpikingJelly fires on ``h >= threshold``.
 * NIR ``LIF`` (continuous time, ``tau dv/dt = (v_leak - v) + r I``; NIR stores no dt)
-  is the exact zero-order-hold limit of the ``exp`` discretisation for an export
-  step ``dt_s`` seconds: ``tau = dt_s / ln(1/beta)``, ``r = 1`` with ``decay_input``
-  (else ``1 / (1 - beta)``), ``v_leak = 0``, ``v_threshold = threshold``,
-  ``v_reset = v_reset``; a soft reset has no NIR ``LIF`` equivalent.
+  for an export step of ``dt_s`` seconds: ``tau = dt_s / ln(1/beta)`` (``exp``, the
+  exact solution for an input held over the step) or ``dt_s / (1 - beta)`` (``euler``),
+  ``r = 1`` with ``decay_input`` (else ``1 / (1 - beta)``), ``v_leak = 0``,
+  ``v_threshold = threshold``, ``v_reset = v_reset``; IF is NIR ``IF`` with
+  ``r = 1 / dt_s``. A soft reset has no NIR node (``lif_to_nir`` refuses it).
 
 Example::
 
@@ -47,19 +48,31 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import (
+    ExportContext,
+    ImportContext,
+    NIRUnsupported,
+    Part,
+    close,
+    nir_export,
+    nir_import,
+    tidy,
+    uniform,
+)
 from ..kernels import Backend, choose
 from ..kernels.lif import lif_fused
-from ..kernels.rate import RateStatistics, rate_statistics_by_forward_ad
+from ..kernels.rate import RateStatistics, parameter_slopes, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
 from .leak import Discretization, TimeConstant
-from .li import LI
+from .li import LI, leak_from_nir, leak_to_nir, neuron_metadata, options_from_metadata
 
 Reset = Literal["soft", "hard"]
 
@@ -86,7 +99,7 @@ def _describe(value: Tensor | float) -> str:
     """A scalar as a number, a per-neuron tensor by its shape."""
     if isinstance(value, Tensor) and value.dim() > 0:
         return f"per-neuron{list(value.shape)}"
-    return f"{float(value):.4g}"
+    return f"{float(value.detach() if isinstance(value, Tensor) else value):.4g}"
 
 
 class LIF(LI):
@@ -159,7 +172,7 @@ class LIF(LI):
         return s, MembraneState(v)
 
     def _fused(
-        self, x_seq: Tensor, state: MembraneState | None, stats: bool
+        self, x_seq: Tensor, state: MembraneState | None, stats: bool, cut: bool = False
     ) -> tuple[Tensor, MembraneState, Tensor | None] | None:
         """The sequence on the fused backend that ``backend`` chooses for these inputs, or None for the torch loop."""
         v, beta = None if state is None else state.v, self.leak.beta
@@ -168,7 +181,7 @@ class LIF(LI):
             return None
         s, v, statistics = lif_fused(
             backend, x_seq, v, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats,
+            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats, cut=cut,
         )  # fmt: skip
         return s, MembraneState(v), statistics
 
@@ -178,6 +191,14 @@ class LIF(LI):
         fused = self._fused(x_seq, state, stats=False)
         if fused is None:
             return super().forward(x_seq, state)
+        return fused[0], fused[1]
+
+    def forward_cut(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
+        """``forward`` with the membrane entering every step as a constant (SLTT): on a fused backend one kernel whose
+        backward drops the step-to-step term, else the loop of ``step`` on detached states."""
+        fused = self._fused(x_seq, state, stats=False, cut=True)
+        if fused is None:
+            return super().forward_cut(x_seq, state)
         return fused[0], fused[1]
 
     def rate_statistics(self, x_seq: Tensor, state: MembraneState | None = None) -> RateStatistics:
@@ -191,14 +212,25 @@ class LIF(LI):
 
         with g the surrogate derivative at u = h - threshold and k[t] = dh[t]/dc the membrane's derivative along a
         constant input current c (dv/dh as in backward: 1 - theta g soft, (1 - s) + (v_reset - h) g hard, the g
-        terms 0 with ``detach_reset``). A fused backend accumulates both in its forward pass; the torch loop gets
-        them by forward-mode AD."""
+        terms 0 with ``detach_reset``), and the slopes dr/dp of a learnable tau (``leak.w``) and threshold. A fused
+        backend accumulates all of them in its forward pass (the tau's slope from those along beta and gain); the
+        torch loop gets them by forward-mode AD."""
         with torch.no_grad():
             fused = self._fused(x_seq, state, stats=True)
             if fused is None:
-                return rate_statistics_by_forward_ad(functools.partial(super().forward, state=state), x_seq)
-            s, final, statistics = fused
-            return RateStatistics(s, final, statistics[0], statistics[1])
+                statistics = rate_statistics_by_forward_ad(functools.partial(super().forward, state=state), x_seq)
+                return statistics._replace(slopes=parameter_slopes(self, x_seq, state))
+            s, final, (rate, eligibility, along_beta, along_gain, along_theta) = fused
+        slopes = {}
+        if (
+            self.leak.learnable and self.leak.w.requires_grad
+        ):  # beta and gain = 1 - beta (or 1) as functions of w: their derivatives, per entry
+            with torch.enable_grad():
+                (d_beta,) = torch.autograd.grad(self.leak.beta.sum(), self.leak.w)
+            slopes["leak.w"] = (along_beta - along_gain if self.decay_input else along_beta) * d_beta
+        if isinstance(self.threshold, nn.Parameter) and self.threshold.requires_grad:
+            slopes["threshold"] = along_theta
+        return RateStatistics(s, final, rate, eligibility, slopes)
 
     def readout_form(self) -> LI:
         return LI(
@@ -242,3 +274,65 @@ class IF(LIF):
             learn_threshold=learn_threshold,
             backend=backend,
         )
+
+
+SOFT_RESET_REFUSED = (
+    "reset: soft (subtract the threshold) has no NIR node: NIR's LIF and IF set the membrane to v_reset, and a file "
+    "that meant subtraction would run with that reset in every other tool; train with reset: hard (v_reset 0) to "
+    "export"
+)
+
+
+def _trained_options(neuron: LIF) -> dict[str, Any]:
+    """The options of a LIF or IF that NIR has no field for."""
+    surrogate = neuron.surrogate
+    options: dict[str, Any] = {"detach_reset": neuron.detach_reset, "backend": neuron.backend}
+    options["learn_threshold"] = isinstance(neuron.threshold, torch.nn.Parameter)
+    if surrogate.name != "function":
+        options["surrogate"] = surrogate.model_dump()
+    return options
+
+
+@nir_export(LIF, IF)
+def lif_to_nir(neuron: LIF, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """``nir.LIF`` with a hard reset (``nir.IF`` without leak); a soft reset is refused (``SOFT_RESET_REFUSED``)."""
+    import nir
+
+    if neuron.reset == "soft":
+        raise NIRUnsupported(SOFT_RESET_REFUSED)
+    tau, r = leak_to_nir(neuron, ctx)
+    threshold = neuron.threshold
+    threshold = np.full(shape, float(threshold.detach()) if isinstance(threshold, Tensor) else threshold)
+    v_reset = np.full(shape, float(neuron.v_reset))
+    options = _trained_options(neuron)
+    if math.isinf(tau):
+        metadata = neuron_metadata(neuron, **options)
+        return [nir.IF(r=np.full(shape, r), v_threshold=threshold, v_reset=v_reset, metadata=metadata)]
+    metadata = neuron_metadata(neuron, **options, learn_tau=neuron.leak.learnable)
+    return [
+        nir.LIF(
+            tau=np.full(shape, tau), r=np.full(shape, r), v_leak=np.zeros(shape), v_threshold=threshold,
+            v_reset=v_reset, metadata=metadata,
+        )
+    ]  # fmt: skip
+
+
+def _firing(node: Any) -> dict[str, Any]:
+    """Threshold and hard reset of a NIR LIF or IF (NIR has no other reset)."""
+    threshold, v_reset = uniform(node.v_threshold, "v_threshold"), uniform(node.v_reset, "v_reset")
+    return {"threshold": tidy(threshold), "reset": "hard", "v_reset": tidy(v_reset)}
+
+
+@nir_import("LIF")
+def lif_from_nir(node: Any, ctx: ImportContext) -> Part:
+    options, scale, shift = leak_from_nir(node, node.tau, node.r, node.v_leak, ctx)
+    options = {**options, **_firing(node), **options_from_metadata(node)}
+    return Part("neuron", "lif", options, input_scale=scale, input_shift=shift)
+
+
+@nir_import("IF")
+def if_from_nir(node: Any, ctx: ImportContext) -> Part:
+    """NIR's IF adds dt r I per step; snnlab's IF adds x: the factor dt r is folded into the synapse."""
+    scale = ctx.dt * np.asarray(node.r, dtype=np.float64)
+    options = {**_firing(node), **options_from_metadata(node)}
+    return Part("neuron", "if", options, input_scale=1.0 if close(scale, 1.0) else scale)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from ..export.registry import ExportContext, NIRUnsupported, nir_export
 from .base import Neuron, NoState, validated
 
 Activation = Literal["relu", "identity"]
@@ -39,8 +40,18 @@ class NonSpiking(Neuron):
     def forward(self, x_seq: Tensor, state: NoState | None = None) -> tuple[Tensor, NoState]:
         return self.step(x_seq, NoState())
 
+    forward_cut = forward  # no state, so nothing to cut
+
     def readout_form(self) -> NonSpiking:
         return NonSpiking("identity")
 
     def extra_repr(self) -> str:
         return self.activation
+
+
+@nir_export(NonSpiking)
+def nonspiking_to_nir(neuron: NonSpiking, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """The identity needs no node (the block's current is its output); NIR has no rectifier, so ReLU is refused."""
+    if neuron.activation == "relu":
+        raise NIRUnsupported("activation relu has no NIR node (NIR's nodes are linear maps, pools and neurons)")
+    return []

@@ -38,6 +38,18 @@ class Objective(nn.Module):
         """The share of step ``t`` of ``T`` in the loss, from that step's trace (``Network.trace_step``)."""
         raise NotImplementedError
 
+    def chunk_loss(self, trace: NetworkTrace, target: Tensor, start: int, T: int) -> Tensor:
+        """The summed shares of steps ``start`` .. ``start + C - 1`` of ``T``, from the trace of those C steps (a
+        sequence ``[C, B, ...]``, as ``Network.trace`` of the chunk gives it): what a rule that backpropagates several
+        steps at once needs (SLTT). This default adds ``step_loss`` of each step, the chunk's regularisation counted
+        C times at the first (its term is a time average, each step's share is 1/T of it)."""
+        total = None
+        for i, out in enumerate(trace.output):
+            reg = None if i > 0 or trace.regularization is None else trace.regularization * len(trace.output)
+            step = self.step_loss(trace._replace(output=out, regularization=reg), target, start + i, T)
+            total = step if total is None else total + step
+        return total
+
     def scores(self, out_seq: Tensor) -> Tensor:
         """What ``predict`` returns for an output sequence."""
         raise NotImplementedError

@@ -49,7 +49,18 @@ class MaxMembrane(Readout):
         return out_seq.amax(0)
 
 
+class SoftmaxSum(Readout):
+    """Scores = sum over time of the softmax over classes of each step's membrane, sum_t softmax(v[t]): the
+    scores of Hammouamri et al.'s delays paper, whose loss is the cross-entropy of these sums (its ``loss: sum``)."""
+
+    reads = "membrane"
+
+    def forward(self, out_seq: Tensor) -> Tensor:
+        return out_seq.softmax(-1).sum(0)
+
+
 READOUTS: Registry[Readout] = Registry("readout", key="name")
 READOUTS.register("spike_count", SpikeCount)
 READOUTS.register("mean_membrane", MeanMembrane)
 READOUTS.register("max_membrane", MaxMembrane)
+READOUTS.register("softmax_sum", SoftmaxSum)

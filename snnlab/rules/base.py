@@ -109,7 +109,7 @@ class GradientRule(Rule):
         named = [(n, p) for n, p in self._named_parameters(network) if p.requires_grad]
         self.optimizer = build_optimizer(named, train.optimizer)
         self.optimizers["network"] = self.optimizer
-        scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs)
+        scheduler = build_scheduler(self.optimizer, train.scheduler, train.epochs, train.optimizer.groups)
         if scheduler is not None:
             self.schedulers["network"] = scheduler
         self._losses: list[Tensor] = []

@@ -2,14 +2,22 @@
 
 On a sequence they run folded over T, so batch norm takes its statistics over time and batch together.
 Each is registered in ``NORMS`` by its YAML name (``norm: batch``, ``norm: {name: layer}``).
+
+NIR: batch norm at inference is a per-channel affine map, exported as ``Affine`` with a diagonal weight (flat
+features) or a depthwise 1x1 ``Conv2d`` (maps), which import as a block of their own; layer and L2 norm divide by
+a statistic of each sample, which no NIR node computes, and are refused.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
+import torch
 from pydantic import Field
 from torch import Tensor, nn
+
+from ..export.registry import ExportContext, nir_export, refuse_nir
 
 
 def batch_norm(
@@ -48,3 +56,30 @@ class L2Normalize(nn.Module):
 def l2_norm(in_shape: tuple[int, ...], eps: Annotated[float, Field(gt=0)] = 1e-8) -> nn.Module:
     """Scale each sample's features to unit L2 length."""
     return L2Normalize(eps)
+
+
+@nir_export(nn.BatchNorm1d, nn.BatchNorm2d)
+def batch_norm_to_nir(module: nn.modules.batchnorm._BatchNorm, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """The inference map x * scale + shift with the running statistics, scale = gamma / sqrt(var + eps)."""
+    import nir
+
+    with torch.no_grad():
+        scale = torch.rsqrt(module.running_var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
+        shift = -module.running_mean * scale + (module.bias if module.bias is not None else 0)
+    scale, shift = scale.cpu().float().numpy(), shift.cpu().float().numpy()
+    if len(shape) == 1:
+        return [nir.Affine(weight=np.diag(scale), bias=shift)]
+    weight = scale.reshape(-1, 1, 1, 1)
+    return [
+        nir.Conv2d(
+            input_shape=tuple(shape[1:]), weight=weight, stride=1, padding=0, dilation=1, groups=len(scale),
+            bias=shift,
+        )
+    ]  # fmt: skip
+
+
+_PER_SAMPLE = "divides by a statistic of each sample, which no NIR node computes"
+refuse_nir(nn.LayerNorm, f"layer norm {_PER_SAMPLE}")
+refuse_nir(L2Normalize, f"L2 normalisation {_PER_SAMPLE}")

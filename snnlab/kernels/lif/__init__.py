@@ -14,10 +14,14 @@ a[t] = dL/dv[t] (a[T-1] = the gradient of the final state, a[t-1] = beta gh[t]):
     gh[t]   = gs[t] g + a[t] dv/dh           dL/dx[t] = gain gh[t]      dL/dv0 = beta gh[0]
     dL/dbeta = sum gh[t] v[t-1]    dL/dgain = sum gh[t] x[t]    dL/dtheta = sum (a[t] dv/dtheta - gs[t] g)
 
-(sums over t, per neuron). beta and gain are separate inputs so that autograd chains both through
+(sums over t, per neuron). With ``cut`` the membrane enters each step as a constant (SLTT's cut temporal path,
+``LIF.forward_cut``): a[t-1] = 0 instead of beta gh[t], so each step's gradient stays within the step. beta and gain are separate inputs so that autograd chains both through
 beta = sigmoid(w) (PLIF) and gain = 1 - beta. With ``stats`` the forward also accumulates the rate
 (1/T) sum s[t] and the eligibility (1/T) sum g(u[t]) k[t], where k[t] = dh[t]/dc is the membrane's derivative along
-a constant input current c: k[0] = gain, k[t] = gain + beta k[t-1] dv/dh[t-1] (``snnlab.kernels.rate``).
+a constant input current c: k[0] = gain, k[t] = gain + beta k[t-1] dv/dh[t-1] (``snnlab.kernels.rate``); and the
+same derivative of the rate along beta, gain and theta, (1/T) sum g(u[t]) du[t]/dq with dh[t]/dbeta = v[t-1] + beta
+dv[t-1]/dbeta, dh[t]/dgain = x[t] + beta dv[t-1]/dgain, dh[t]/dtheta = beta dv[t-1]/dtheta (du/dtheta = that - 1),
+and dv[t]/dq = dv/dh dh[t]/dq, plus dv/dtheta for theta (rate-based BP's slopes of learnable parameters).
 
 The backends are ``numba.py`` (CPU) and ``triton.py`` (GPU); each registers ``torch.ops.snnlab.lif_<backend>``
 when ``snnlab.kernels`` first loads it.
@@ -37,7 +41,7 @@ LIF_MODEL = ScanModel(
     "lif",
     states=("v",),
     params=("beta", "gain", "threshold"),
-    options=(("v_reset", float), ("soft", bool), ("detach_reset", bool)),
+    options=(("v_reset", float), ("soft", bool), ("detach_reset", bool), ("cut", bool)),
 )
 
 
@@ -54,13 +58,16 @@ def lif_fused(
     detach_reset: bool,
     surrogate: Surrogate,
     stats: bool = False,
+    cut: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """A LIF layer over ``x_seq`` ``[T, ...]`` from membrane ``v`` (None: at rest, 0) on a fused ``backend``: spikes,
-    the final membrane and, with ``stats``, ``[2, ...]`` rate and eligibility. ``beta`` and ``threshold`` are floats,
-    0-d or per-neuron tensors broadcast against a sample (``[F]``, ``[C, 1, 1]``); the same spikes as ``LIF.step``."""
+        the final membrane and, with ``stats``, ``[5, ...]``: the rate, the eligibility and the rate's derivatives along beta,
+    gain and threshold; ``cut`` drops the gradient from one step's
+    membrane to the next (the values are the same). ``beta`` and ``threshold`` are floats,
+        0-d or per-neuron tensors broadcast against a sample (``[F]``, ``[C, 1, 1]``); the same spikes as ``LIF.step``."""
     # gain is (1 - beta) computed exactly as leak.charge computes it, so the kernels' float32 products match.
     gain = (1 - beta) if decay_input else 1.0
-    options = (float(v_reset), reset == "soft", detach_reset)
+    options = (float(v_reset), reset == "soft", detach_reset, cut)
     spikes, (v_last,), statistics = fused_op(LIF_MODEL.name, backend)(
         x_seq, (v,), (beta, gain, threshold), options, surrogate, stats
     )

@@ -1,19 +1,17 @@
-"""Triton kernels of the LIF family: forward over all T in one launch, backward over all T in one launch.
+"""Triton kernels of the LIF family: forward over all T in one launch, backward over all T in one launch, on the
+pieces every model's Triton kernels share (``snnlab.kernels.triton_common``).
 
-Each program owns BLOCK neurons and walks the time axis, the membrane in registers (float32 whatever the input
-dtype); it reads each parameter once per neuron (``n mod len(p)``, see ``scan_op``: a 0-d parameter has length 1,
-which Triton specialises to a broadcast load). Saved for backward: references to the input ``x`` and the initial membrane, plus the membrane at the start
-of every K-step segment (``[ceil(T/K), N]`` float32, 4/K bytes per neuron-step: 0.5 at K = 8, where SpikingJelly
-keeps the pre-spike membrane, 4 bytes). The backward walks the segments from the last, recomputes a segment's K
-membranes forward from its checkpoint into registers (a tuple unrolled at compile time) and then runs back through
-them; the recomputation uses the forward's float operations (no fused multiply-add), so it yields the forward's
-exact spikes. This reads x once more instead of reading a saved membrane: the same bytes moved, an eighth of the memory.
+Each program owns BLOCK neurons and walks the time axis, the membrane in registers. Saved for backward: references
+to the input ``x`` and the initial membrane, plus the membrane at the start of every K-step segment (``[ceil(T/K),
+N]`` float32, 4/K bytes per neuron-step: 0.5 at K = 8, where SpikingJelly keeps the pre-spike membrane, 4 bytes).
+The backward walks the segments from the last, recomputes a segment's K membranes forward from its checkpoint into
+registers (a tuple unrolled at compile time) and then runs back through them; the recomputation uses the forward's
+float operations (no fused multiply-add), so it yields the forward's exact spikes. This reads x once more instead of
+reading a saved membrane: the same bytes moved, an eighth of the memory.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
 import torch
@@ -23,6 +21,8 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from ..scan_op import define_scan_op
+from ..triton_common import charge, exact, launch, param, reset, reset_grads, surrogate_grad
+from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import LIF_MODEL
 
 K = 8
@@ -30,74 +30,6 @@ K = 8
 BLOCK = 256
 """Neurons per program at most; fewer when that leaves the GPU with too few programs."""
 NUM_WARPS = 4
-
-
-@triton.jit
-def _surrogate_grad(u, alpha, KIND: tl.constexpr):
-    """g(u) for surrogate ``KIND`` (scan_op.SURROGATE_IDS), in float32."""
-    if KIND == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
-        e = tl.exp(-tl.abs(alpha * u))
-        g = alpha * e / ((1.0 + e) * (1.0 + e))
-    elif KIND == 1:  # atan
-        z = (1.5707963267948966 * alpha) * u
-        g = (0.5 * alpha) / (1.0 + z * z)
-    elif KIND == 2:  # fast_sigmoid
-        d = 1.0 + alpha * tl.abs(u)
-        g = 1.0 / (d * d)
-    elif KIND == 3:  # triangle
-        g = tl.maximum(alpha - alpha * alpha * tl.abs(u), 0.0)
-    else:  # rectangle
-        g = tl.where(tl.abs(u) < 0.5 / alpha, alpha, 0.0)
-    return g
-
-
-@triton.jit
-def _mul_rn(a, b):
-    """a * b in float32 as PTX ``mul.rn``, which no compile option contracts into a fused multiply-add."""
-    return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _charge(v, x, beta, gain, EXACT: tl.constexpr):
-    """h = beta v + gain x rounded as ``LIF.step`` rounds it: two products and a sum, never a fused multiply-add
-    (Inductor compiles these kernels with its own options, fusion on). The interpreter (``EXACT`` false) computes
-    the separate operations in numpy."""
-    if EXACT:
-        h = _mul_rn(beta, v) + _mul_rn(gain, x)
-    else:
-        h = beta * v + gain * x
-    return h
-
-
-@triton.jit
-def _reset(h, f, theta, v_reset, SOFT: tl.constexpr):
-    """The membrane after the spike ``f`` (0.0 or 1.0), written as ``LIF.step`` writes it; every product here is
-    exact (a factor is 0 or 1), so a contraction cannot change it."""
-    if SOFT:
-        v = h - theta * f
-    else:
-        v = h * (1.0 - f) + v_reset * f
-    return v
-
-
-@triton.jit
-def _dv(h, f, sg, theta, v_reset, SOFT: tl.constexpr, DETACH: tl.constexpr):
-    """(dv/dh, dv/dtheta) of the reset at h with spike f and surrogate derivative sg (none through the reset with
-    ``DETACH``)."""
-    r = 0.0 if DETACH else sg
-    if SOFT:
-        dv_dh = 1.0 - theta * r
-        dv_dtheta = theta * r - f
-    else:
-        dv_dh = (1.0 - f) + (v_reset - h) * r
-        dv_dtheta = (h - v_reset) * r
-    return dv_dh, dv_dtheta
-
-
-@triton.jit
-def _param(ptr, n, mask, length):
-    """The parameter of each neuron n: ptr[n mod length]."""
-    return tl.load(ptr + n % length, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -111,16 +43,22 @@ def _forward_kernel(
     mask = n < N
     v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
     alpha = tl.cast(alpha, tl.float32)
-    beta = _param(beta_ptr, n, mask, beta_len)
-    gain = _param(gain_ptr, n, mask, gain_len)
-    theta = _param(theta_ptr, n, mask, theta_len)
+    beta = param(beta_ptr, n, mask, beta_len)
+    gain = param(gain_ptr, n, mask, gain_len)
+    theta = param(theta_ptr, n, mask, theta_len)
     if HAS_V0:
         v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
     else:  # at rest
         v = tl.zeros([BLOCK], tl.float32)
-    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dc along a constant input c
+    k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dq along q = a constant input c, beta, gain, theta
+    k_beta = tl.zeros([BLOCK], tl.float32)
+    k_gain = tl.zeros([BLOCK], tl.float32)
+    k_theta = tl.zeros([BLOCK], tl.float32)
     rate = tl.zeros([BLOCK], tl.float32)
-    eligibility = tl.zeros([BLOCK], tl.float32)
+    eligibility = tl.zeros([BLOCK], tl.float32)  # (1/T) sum g(u) du/dq for each q (numba.py's _statistics_rows)
+    e_beta = tl.zeros([BLOCK], tl.float32)
+    e_gain = tl.zeros([BLOCK], tl.float32)
+    e_theta = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -132,15 +70,19 @@ def _forward_kernel(
         for k_ in tl.static_range(K):
             live = zero + (seg * K + k_) < T
             x = tl.load(x_ptrs, mask=mask & live, other=0.0).to(tl.float32)
-            h = _charge(v, x, beta, gain, EXACT)
+            h = charge(v, x, beta, gain, EXACT)
             f = (h - theta > 0).to(tl.float32)
             if STATS:
-                sg = _surrogate_grad(h - theta, alpha, SURROGATE)
-                kh = beta * k + gain
+                sg = tl.where(live, surrogate_grad(h - theta, alpha, SURROGATE), 0.0)
+                dv_dh, dv_dtheta = reset_grads(h, f, sg, theta, v_reset, SOFT, DETACH)
+                kc, kb, kg, kt = beta * k + gain, v + beta * k_beta, x + beta * k_gain, beta * k_theta
                 rate += tl.where(live, f, 0.0)
-                eligibility += tl.where(live, sg * kh, 0.0)
-                k = kh * _dv(h, f, sg, theta, v_reset, SOFT, DETACH)[0]
-            v = tl.where(live, _reset(h, f, theta, v_reset, SOFT), v)
+                eligibility += sg * kc
+                e_beta += sg * kb
+                e_gain += sg * kg
+                e_theta += sg * (kt - 1.0)
+                k, k_beta, k_gain, k_theta = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
+            v = tl.where(live, reset(h, f, theta, v_reset, SOFT), v)
             tl.store(s_ptrs, f.to(s_ptr.dtype.element_ty), mask=mask & live)
             x_ptrs += N
             s_ptrs += N
@@ -148,22 +90,25 @@ def _forward_kernel(
     if STATS:
         tl.store(stats_ptr + n, rate / T, mask=mask)
         tl.store(stats_ptr + N + n, eligibility / T, mask=mask)
+        tl.store(stats_ptr + 2 * N + n, e_beta / T, mask=mask)
+        tl.store(stats_ptr + 3 * N + n, e_gain / T, mask=mask)
+        tl.store(stats_ptr + 4 * N + n, e_theta / T, mask=mask)
 
 
 @triton.jit
 def _backward_kernel(
     gs_ptr, gs_t, gs_n, gv_ptr, x_ptr, ckpt_ptr, beta_ptr, gain_ptr, theta_ptr, beta_len, gain_len, theta_len,
     gx_ptr, gv0_ptr, gp_ptr, T, N, v_reset, alpha,
-    SOFT: tl.constexpr, DETACH: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    SOFT: tl.constexpr, DETACH: tl.constexpr, CUT: tl.constexpr, SURROGATE: tl.constexpr, HAS_GS: tl.constexpr,
+    HAS_GV: tl.constexpr, PARAM_GRADS: tl.constexpr, HAS_V0: tl.constexpr, EXACT: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = n < N
     v_reset = tl.cast(v_reset, tl.float32)  # Inductor passes Python floats as fp64
     alpha = tl.cast(alpha, tl.float32)
-    beta = _param(beta_ptr, n, mask, beta_len)
-    gain = _param(gain_ptr, n, mask, gain_len)
-    theta = _param(theta_ptr, n, mask, theta_len)
+    beta = param(beta_ptr, n, mask, beta_len)
+    gain = param(gain_ptr, n, mask, gain_len)
+    theta = param(theta_ptr, n, mask, theta_len)
     if HAS_GV:
         a = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
     else:
@@ -182,18 +127,18 @@ def _backward_kernel(
         xs = ()
         for k in tl.static_range(K):  # recompute the segment, keeping h (and v[t-1], x for the parameters)
             x = tl.load(x_ptr + (start + k) * N + n, mask=mask & (zero + (start + k) < T), other=0.0).to(tl.float32)
-            h = _charge(v, x, beta, gain, EXACT)
+            h = charge(v, x, beta, gain, EXACT)
             hs = hs + (h,)
             v_prev = v_prev + (v,)
             xs = xs + (x,)
-            v = _reset(h, (h - theta > 0).to(tl.float32), theta, v_reset, SOFT)
+            v = reset(h, (h - theta > 0).to(tl.float32), theta, v_reset, SOFT)
         for k in tl.static_range(K - 1, -1, -1):
             t = start + k
             live = zero + t < T
             h = hs[k]
             u = h - theta
-            sg = _surrogate_grad(u, alpha, SURROGATE)
-            dv_dh, dv_dtheta = _dv(h, (u > 0).to(tl.float32), sg, theta, v_reset, SOFT, DETACH)
+            sg = surrogate_grad(u, alpha, SURROGATE)
+            dv_dh, dv_dtheta = reset_grads(h, (u > 0).to(tl.float32), sg, theta, v_reset, SOFT, DETACH)
             if HAS_GS:
                 g = tl.load(gs_ptr + t * gs_t + n * gs_n, mask=mask & live, other=0.0).to(tl.float32)
             else:
@@ -204,7 +149,10 @@ def _backward_kernel(
                 acc_beta += gh * v_prev[k]
                 acc_gain += gh * xs[k]
                 acc_theta += tl.where(live, a * dv_dtheta - g * sg, 0.0)
-            a = tl.where(live, beta * gh, a)
+            if CUT:  # the membrane entered step t as a constant: no gradient reaches step t - 1
+                a = tl.where(live, 0.0, a)
+            else:
+                a = tl.where(live, beta * gh, a)
     if HAS_V0:
         tl.store(gv0_ptr + n, a.to(gv0_ptr.dtype.element_ty), mask=mask)
     if PARAM_GRADS:  # per neuron; scan_op sums them to each parameter's length
@@ -213,32 +161,8 @@ def _backward_kernel(
         tl.store(gp_ptr + 2 * N + n, acc_theta, mask=mask)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _exact() -> bool:
-    """Whether to spell the rounding out in PTX (compiled for NVIDIA; the interpreter runs no PTX)."""
-    return not _interpreting() and torch.version.hip is None
-
-
 def _segments(T: int) -> int:
     return triton.cdiv(T, K)
-
-
-@functools.cache
-def _multiprocessors(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _launch(N: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK, num_warps): halve the block until every multiprocessor gets four programs (small layers)."""
-    block, warps = BLOCK, NUM_WARPS
-    if device.type == "cuda":
-        while block > 64 and triton.cdiv(N, block) < 4 * _multiprocessors(device.index or 0):
-            block //= 2
-            warps = max(1, warps // 2) if block < 64 * warps else warps
-    return block, warps
 
 
 def forward(
@@ -248,12 +172,12 @@ def forward(
     T, N = x.shape
     spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
     ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    statistics = torch.empty((2 if stats else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = _launch(N, x.device)
+    statistics = torch.empty((5 if stats else 0, N), dtype=torch.float32, device=x.device)
+    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
     wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
         x, v0, *params, *(p.shape[0] for p in params), spikes, v, ckpt, statistics, T, N, o.v_reset, o.alpha,
         SOFT=o.soft, SAVE=save, HAS_V0=v0.numel() > 0, STATS=stats, DETACH=o.detach_reset, SURROGATE=o.surrogate,
-        EXACT=_exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
+        EXACT=exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
     return spikes, [v], ckpt, statistics
 
@@ -270,7 +194,7 @@ def backward(
 ) -> tuple[Tensor, list[Tensor], Tensor]:
     (grad_v,), (v0,) = grad_states, states
     T, N = x.shape
-    block, warps = _launch(N, x.device)
+    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
     gs = x if grad_out is None else grad_out
     if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
         gs = gs.contiguous()
@@ -279,20 +203,11 @@ def backward(
     wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
         gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
         *(p.shape[0] for p in params), gx, gv0, gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
-        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=_exact(), K=K, BLOCK=block,
+        SOFT=o.soft, DETACH=o.detach_reset, CUT=o.cut, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
+        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=exact(), K=K, BLOCK=block,
         num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
     return gx, [gv0], gp
-
-
-def unsupported(device: str, dtype: torch.dtype) -> str | None:
-    """Why these kernels cannot run an input on ``device`` of ``dtype``, or None (the CPU under the interpreter)."""
-    if device != "cuda" and not (device == "cpu" and _interpreting()):
-        return f"the triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), the input is on {device}"
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the triton kernels take float32, float16 or bfloat16, the input is {dtype}"
-    return None
 
 
 op = define_scan_op(LIF_MODEL, "triton", forward, backward, saved_rows=_segments, triton=True)

@@ -1,0 +1,218 @@
+"""What every neuron model's Numba kernels (CPU, float32) share: the surrogate derivatives, the per-neuron parameter
+reads, the LIF family's fire-and-reset arithmetic, the parallel-or-serial choice, the arrays the kernels write, and
+the notice printed while a kernel compiles.
+
+The kernels run in parallel over chunks of neurons, a loop over T inside and a contiguous loop over the chunk
+that LLVM vectorises. A parameter is one value (a float32 scalar, kept in a register) or one per neuron
+(``n mod len(p)``, see ``scan_op``), copied into a chunk-sized buffer once per chunk. The arithmetic that decides
+spikes is written like the neurons' torch ``step`` (no fused multiply-add, float32 constants), so spikes and states
+are bit for bit those of the torch loop.
+
+Numba's disk cache is keyed by the source file of the kernel it compiles, not by the files of the functions it
+inlines: each kernel takes ``SOURCE_STAMP`` (this file's digest) into its closure, which is part of the key, so an
+edit here recompiles every model's kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from numba import types
+from numba.core import event
+from numba.extending import overload
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .scan_op import SURROGATE_IDS
+
+SOURCE_STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+"""This file's digest: a closure constant of every kernel (see the module docstring)."""
+
+BUFFER = 131072
+"""Floats of recomputed state per work item in backward (T x chunk per buffer, 512 KB): it stays in the core's L2."""
+
+F32 = np.float32
+
+
+def chunk_size(T: int, buffers: int = 1) -> int:
+    """Neurons per parallel work item: BUFFER / (T buffers), a multiple of 16 between 64 and 1024 (LIF, one buffer,
+    measured at N = 65,536, T = 8..128: 1024 was as fast as or faster than 64..512, and 4096 slower)."""
+    return max(64, min(1024, BUFFER // (T * buffers) // 16 * 16))
+
+
+@numba.njit(cache=True, inline="always")
+def surrogate(u, alpha, kind):  # pragma: no cover - compiled
+    """g(u) for surrogate ``kind`` (scan_op.SURROGATE_IDS), in float32."""
+    if kind == 0:  # sigmoid: alpha e / (1 + e)^2 with e = exp(-|alpha u|)
+        e = np.exp(-abs(alpha * u))
+        return alpha * e / ((F32(1) + e) * (F32(1) + e))
+    if kind == 1:  # atan
+        z = (F32(math.pi / 2) * alpha) * u
+        return (alpha / F32(2)) / (F32(1) + z * z)
+    if kind == 2:  # fast_sigmoid
+        d = F32(1) + alpha * abs(u)
+        return F32(1) / (d * d)
+    if kind == 3:  # triangle
+        return max(F32(0), alpha - alpha * alpha * abs(u))
+    return alpha if abs(u) < F32(0.5) / alpha else F32(0)  # rectangle
+
+
+def chunk_of(p, n0, m):
+    """Parameter p for the neurons n0 .. n0 + m: a scalar stays one; an array gives a buffer of p[n mod len(p)]."""
+    raise NotImplementedError  # compiled only, through the overload below
+
+
+@overload(chunk_of, inline="always")
+def _chunk_of_typed(p, n0, m):
+    if isinstance(p, types.Float):
+        return lambda p, n0, m: p
+
+    def take(p, n0, m):  # pragma: no cover - compiled
+        out = np.empty(m, np.float32)
+        for i in range(m):
+            out[i] = p[(n0 + i) % p.shape[0]]
+        return out
+
+    return take
+
+
+def at(p, i):
+    """Neuron i's value of a chunk's parameter (``chunk_of``): p[i], or p itself for a scalar."""
+    raise NotImplementedError  # compiled only, through the overload below
+
+
+@overload(at, inline="always")
+def _at_typed(p, i):
+    if isinstance(p, types.Float):
+        return lambda p, i: p
+    return lambda p, i: p[i]
+
+
+@numba.njit(cache=True, inline="always")
+def reset(h, theta, hard, v_reset):  # pragma: no cover - compiled
+    """The membrane after h's spike f: h (1 - f hard) + f jump, with jump = v_reset hard - theta (1 - hard), i.e.
+    -theta for a soft reset (hard = 0) and v_reset for a hard one (hard = 1). Every product with f or hard is exact,
+    so this rounds exactly as ``fire_and_reset``'s h - theta f and h (1 - f) + v_reset f, and one branch-free loop
+    serves both resets."""
+    f = F32(h - theta > F32(0))
+    return h * (F32(1) - f * hard) + f * (v_reset * hard - theta * (F32(1) - hard))
+
+
+@numba.njit(cache=True, inline="always")
+def reset_grads(h, f, sg, theta, v_reset, soft, keep):  # pragma: no cover - compiled
+    """(dv/dh, dv/dtheta) of the reset at h with spike f and surrogate derivative sg (times ``keep``: 0 with
+    detach_reset, else 1)."""
+    r = sg * keep
+    if soft:
+        return F32(1) - theta * r, theta * r - f
+    return (F32(1) - f) + (v_reset - h) * r, (h - v_reset) * r
+
+
+@numba.njit(cache=True, inline="always")
+def start(s0, out, n0):  # pragma: no cover - compiled
+    """out = the initial state of the chunk starting at neuron n0: s0's values, or 0 for an empty s0 (at rest)."""
+    if s0.shape[0] == 0:
+        out[:] = 0
+    else:
+        out[:] = s0[n0 : n0 + out.shape[0]]
+
+
+class _CompileNotice(event.Listener):
+    """Says on stderr when one of ``_KERNELS`` compiles, and how long it took: the first run after installing
+    compiles each for ~10 s at "epoch 1: 0%", which looks like a hang. Later runs load them from Numba's disk
+    cache (no compile event), silently."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+
+    def on_start(self, ev: event.Event) -> None:
+        name = _KERNELS.get(id(ev.data["dispatcher"]))
+        if name is not None:
+            self.started[id(ev.data["dispatcher"])] = time.perf_counter()
+            tqdm.write(f"snnlab: compiling the Numba kernel {name}, once: it is cached on disk ...", file=sys.stderr)
+
+    def on_end(self, ev: event.Event) -> None:
+        started = self.started.pop(id(ev.data["dispatcher"]), None)
+        if started is not None:
+            name = _KERNELS[id(ev.data["dispatcher"])]
+            tqdm.write(f"snnlab: compiled {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+_KERNELS: dict[int, str] = {}
+"""id of each kernel's dispatcher: its name in ``_CompileNotice``'s messages."""
+event.register("numba:compile", _CompileNotice())
+
+
+def named(kernel: Any, model: str, direction: str, kind: int, parallel: bool) -> Any:
+    """``kernel``, entered in the compile notice's names as ``model``'s ``direction`` with surrogate ``kind`` (-1:
+    none)."""
+    surrogate_name = {v: k for k, v in SURROGATE_IDS.items()}.get(kind)
+    details = ([f"{surrogate_name} surrogate"] if surrogate_name else []) + ([] if parallel else ["serial"])
+    _KERNELS[id(kernel)] = f"{model} {direction}" + (f" ({', '.join(details)})" if details else "")
+    return kernel
+
+
+def parallel(N: int, chunk: int) -> bool:
+    """Whether to run on Numba's thread pool, on as many threads as torch (``torch.set_num_threads`` governs both):
+    only for more than one thread and chunk. On one thread the serial kernel does not touch the pool at all: a
+    parallel kernel on a pool of one was 10x slower than the torch loop on a loaded 2-core machine (its OpenMP
+    threads wait on those of torch's pool), the serial one faster than the loop."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads == 1 or N <= chunk:
+        return False
+    numba.set_num_threads(threads)
+    return True
+
+
+def empty(shape: tuple[int, ...] | torch.Size) -> Tensor:
+    """An uninitialised float32 tensor allocated by numpy: numpy asks for transparent huge pages, torch's CPU
+    allocator does not, and on a fresh 8 MB output the 4 KB page faults cost as much as the kernel itself."""
+    return torch.from_numpy(np.empty(tuple(shape), np.float32))
+
+
+def np_(t: Tensor) -> np.ndarray:
+    """A tensor's array, without autograd."""
+    return t.detach().numpy()
+
+
+def param(p: Tensor) -> np.float32 | np.ndarray:
+    """A parameter as the kernels take it: a float32 scalar when it is one value (then the inner loops keep it in a
+    register), else its array."""
+    return F32(p.item()) if p.shape[0] == 1 else np_(p)
+
+
+def output_gradient(grad_out: Tensor | None, like: Tensor) -> tuple[Tensor, bool]:
+    """The output's gradient as the backward kernels read it, and whether it is one value per step: ``spikes.sum()``
+    and the like give one value per step broadcast over the neurons (stride 0), read as ``[T, 1]``; absent, a
+    ``[1, 1]`` zero."""
+    if grad_out is None:
+        return like.new_zeros((1, 1)), True
+    per_step = grad_out.stride(1) == 0
+    return (grad_out[:, :1] if per_step else grad_out).contiguous(), per_step  # C-contiguous: one compiled kernel
+
+
+@numba.njit(cache=True, inline="always")
+def output_gradient_row(gs, per_step, has_gs, t, n0, out):  # pragma: no cover - compiled
+    """out = the output's gradient at step t for the chunk starting at neuron n0 (``output_gradient``'s layout);
+    left as it is (zeros) without one."""
+    if has_gs and per_step:
+        out[:] = gs[t, 0]
+    elif has_gs:
+        out[:] = gs[t, n0 : n0 + out.shape[0]]
+
+
+def unsupported(device: str, dtype: torch.dtype) -> str | None:
+    """Why the Numba kernels cannot run an input on ``device`` of ``dtype``, or None."""
+    if device != "cpu":
+        return f"the numba kernels run on the CPU, the input is on {device}"
+    if dtype != torch.float32:
+        return f"the numba kernels take float32, the input is {dtype}"
+    return None
