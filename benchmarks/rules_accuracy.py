@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> str:
             header(["benchmarks/rules_accuracy.py", *(argv if argv is not None else sys.argv[1:])], args.seeds),
             table(run_rows(rows, args.seeds)),
             "Time and peak memory: medians over the training epochs of all seeds (evaluation excluded); CPU memory "
-            "is the peak resident set above the epoch's start (see `seeded_runs.py`).",
+            "is the peak resident set above the epoch's start (see `seeded_runs.py`). How each rule's settings were "
+            "chosen on the validation split, and what else was tried: the header of its experiment YAML.",
         ]
     )
     print(body)
