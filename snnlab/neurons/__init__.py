@@ -8,6 +8,7 @@ from .li import LI
 from .lif import IF, LIF
 from .meta import Meta
 from .nonspiking import NonSpiking
+from .psp import PSP
 from .ultradlif import UltraDLIF
 from .ultralif import UltraLIF
 
@@ -22,6 +23,7 @@ NEURONS.register("ultradlif", UltraDLIF)
 NEURONS.register("alif", ALIF, exclude=("in_shape",))
 NEURONS.register("cuba_lif", CubaLIF)
 NEURONS.register("cuba_li", CubaLI)
+NEURONS.register("psp", PSP)
 
 __all__ = [
     "NEURONS",
@@ -38,6 +40,7 @@ __all__ = [
     "Neuron",
     "NoState",
     "NonSpiking",
+    "PSP",
     "State",
     "UltraDLIF",
     "UltraLIF",

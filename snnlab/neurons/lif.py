@@ -152,6 +152,20 @@ class LIF(LI):
         else:
             self.threshold = float(threshold)
 
+    def per_neuron_threshold(self, shape: tuple[int, ...]) -> Tensor:
+        """Give each neuron of an output of ``shape`` (one sample's, e.g. ``(N,)``) its own threshold, starting at
+        the current one, and return it: a buffer (a parameter under ``learn_threshold``), so it is saved with the
+        network's weights. Rules that adapt thresholds (STDP's homeostasis) call it in ``setup``; every backend
+        reads a per-neuron threshold."""
+        value = torch.as_tensor(self.threshold).detach().float().expand(shape).clone()
+        learnable = isinstance(self.threshold, nn.Parameter)
+        del self.threshold
+        if learnable:
+            self.threshold = nn.Parameter(value)
+        else:
+            self.register_buffer("threshold", value)
+        return self.threshold
+
     def step(self, x_t: Tensor, state: MembraneState) -> tuple[Tensor, MembraneState]:
         h = self.charge(x_t, state)
         s, v = fire_and_reset(h, self.threshold, self.surrogate, self.reset, self.v_reset, self.detach_reset)

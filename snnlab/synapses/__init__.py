@@ -6,7 +6,8 @@
   sequence with its time axis; one with ``readout_form()`` is replaced by what that returns in the network's output
   block under a membrane readout (as the neuron is by its membrane form).
 * ``NORMS``: ``norm: batch | layer | l2``, applied to the current.
-* ``RECURRENT``: ``recurrent: dense | one_to_one``, from the neuron's previous output to its current.
+* ``RECURRENT``: ``recurrent: dense | one_to_one | lateral_inhibition``, from the neuron's previous output to its
+  current.
 * ``POST``: the block keys ``pool``, ``dropout``, ``flatten``, after the neuron (in that order).
 """
 
@@ -14,6 +15,7 @@ from ..registry import Registry
 from .conv import Conv2d, conv
 from .delay import DelaySynapse, delay
 from .ei import EIConv2d, EILinear, ei_conv, ei_linear
+from .lateral_inhibition import LateralInhibition, lateral_inhibition
 from .linear import Linear, linear
 from .meta_linear import MetaLinear, meta_linear
 from .norms import L2Normalize, batch_norm, l2_norm, layer_norm
@@ -36,6 +38,7 @@ NORMS.register("l2", l2_norm, exclude=("in_shape",))
 RECURRENT: Registry = Registry("recurrent connection", key="kind")
 RECURRENT.register("dense", dense, exclude=("in_shape",))
 RECURRENT.register("one_to_one", one_to_one, exclude=("in_shape",))
+RECURRENT.register("lateral_inhibition", lateral_inhibition, exclude=("in_shape",))
 
 POST: Registry = Registry("post layer", key="layer")
 POST.register("pool", pool, exclude=("in_shape",))
@@ -52,6 +55,7 @@ __all__ = [
     "EIConv2d",
     "EILinear",
     "L2Normalize",
+    "LateralInhibition",
     "Linear",
     "MetaLinear",
     "conv",
