@@ -7,10 +7,11 @@ reads the neuron's output of the previous step. The graph's metadata records ``d
 neuron node its discretisation and reset.
 
 Import: the nodes from the input to the output must form a chain (a recurrent loop inside a nested graph, or a
-two-node cycle, is one link of it). Each node becomes a ``Part`` through its registered importer; a synapse starts
-a block, the neuron after it joins it, and post layers join it in ``POST`` order. A neuron's input scaling that no
-option gives (NIR's ``r``, ``v_leak``) is folded into its block's synapse, so the network computes the file's
-equations; the result is the YAML of the blocks and the tensors to load into the network that YAML builds.
+two-node cycle, is one link of it). Each node becomes a ``Part`` through its registered importer (a node whose
+importer reads its neighbours, ``nir_import_around``, may take the node on either side into its part); a synapse
+starts a block, the neuron after it joins it, and post layers join it in ``POST`` order. A neuron's input scaling
+that no option gives (NIR's ``r``, ``w_in``, ``v_leak``) is folded into its block's synapse, so the network
+computes the file's equations; the result is the YAML of the blocks and the tensors to load into the network that YAML builds.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ from .registry import (
 NEURON_TYPES = ("LIF", "IF", "LI", "I", "CubaLIF", "CubaLI")
 """NIR node types that are neurons: what a loop weight feeds back into."""
 
-KNOWN_DT = "snnTorch and SpikingJelly export with 1e-4 s, Norse with 1e-3 s, Sinabs and Rockpool with 1 (time in steps)"
+KNOWN_DT = (
+    "snnTorch and SpikingJelly export with 1e-4 s, Rockpool with 1e-3 s, Sinabs with 1 (time in steps, and exp steps), "
+    "Norse with 1e-3 s but its time constants multiplied by that dt (read its files with 1e-6)"
+)
 
 
 def network_to_nir(

@@ -322,7 +322,7 @@ def delay_to_nir(module: DelaySynapse, shape: tuple[int, ...], ctx: ExportContex
     masked = torch.cat([weight * (delays == d) for d in distinct], dim=1)
     saved = {"mode": module.mode, "max_delay": module.max_delay}
     if module.mode == "learned":
-        saved.update(sigma_init=module.sigma0, sigma_floor=module.sigma_floor, sigma=float(module.sigma))
+        saved.update(sigma_init=module.sigma0 or None, sigma_floor=module.sigma_floor, sigma=float(module.sigma))
     metadata = {"snnlab_options": json.dumps(saved, sort_keys=True)}
     nodes = [nir.Linear(weight=fan_out.numpy()), nir.Delay(delay=seconds.numpy(), metadata=metadata)]
     if module.bias is None:
