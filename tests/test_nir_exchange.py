@@ -2,8 +2,7 @@
 with the dt they assume, 1e-4 s, and their Euler step), and snnlab's exports run in their importers with snnlab's
 spikes. Where their importers lose something, the test names the loss and shows that it is theirs.
 
-Norse, Sinabs and Rockpool are not installed in the test environment (their requirements pin other torch builds),
-so only these two are exercised.
+snnTorch's ``Synaptic`` is NIR's ``CubaLIF`` both ways. Norse, Sinabs and Rockpool: ``tests/test_nir_exchange_more.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ pytest.importorskip("nirtorch")
 
 from snnlab.export import from_nir, to_nir  # noqa: E402
 from snnlab.network import Block, Network  # noqa: E402
-from snnlab.neurons import IF, LIF  # noqa: E402
+from snnlab.neurons import IF, LIF, CubaLIF  # noqa: E402
 from snnlab.synapses import Linear  # noqa: E402
 
 DT = 1e-4  # what both libraries' NIR code assumes
@@ -124,6 +123,69 @@ def test_snntorchs_importer_steps_with_euler_and_gives_if_a_leak() -> None:
     if_node.r = np.ones_like(if_node.r)  # what it accepts: then it leaks, which NIR's IF does not
     (if_as_leaky,) = [m for m in import_from_nir(if_graph).modules() if isinstance(m, snn.Leaky)]
     assert float(if_as_leaky.beta.flatten()[0]) == pytest.approx(0.9)
+
+
+def test_snntorch_synaptic_export_imports_with_its_spikes() -> None:
+    """snnTorch writes Synaptic(alpha, beta) as tau_syn = dt/(1-alpha), tau_mem = dt/(1-beta), w_in = tau_syn/dt,
+    r = tau_mem/dt (METHODS.md 1.4): cuba_lif without decay_input, its Euler step at 1e-4 s."""
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(4)
+    synaptic = {"init_hidden": True, "reset_mechanism": "zero", "reset_delay": False}
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(6, 10),
+        snn.Synaptic(alpha=torch.full((10,), 0.7), beta=torch.full((10,), 0.8), threshold=torch.full((10,), 0.7),
+                     **synaptic),
+        torch.nn.Linear(10, 4),
+        snn.Synaptic(alpha=torch.full((4,), 0.5), beta=torch.full((4,), 0.6), threshold=torch.ones(4), output=True,
+                     **synaptic),
+    )  # fmt: skip
+    graph = export_to_nir(theirs, torch.rand(6))
+    x = inputs() * 2
+    imported = from_nir(graph, dt=DT)
+    neuron = imported.config["blocks"][0]["neuron"]
+    assert neuron["model"] == "cuba_lif" and neuron["decay_input"] is False and not imported.notes
+    assert torch.equal(ours(imported.network, x), firing(snntorch_run(theirs, x)))
+
+
+def cuba_net(decay_input: bool = False, v_reset: float = 0.0) -> Network:
+    torch.manual_seed(3)
+    options = {"reset": "hard", "decay_input": decay_input, "discretization": "euler", "v_reset": v_reset}
+    return Network(
+        [
+            Block(Linear(6, 10), neuron=CubaLIF(tau=4.0, tau_syn=2.0, threshold=0.7, **options)),
+            Block(Linear(10, 4), neuron=CubaLIF(tau=2.5, tau_syn=3.0, **options)),
+        ]
+    ).eval()
+
+
+def test_snnlab_cuba_export_runs_in_snntorch_with_snnlabs_spikes() -> None:
+    from snntorch.import_nir import import_from_nir
+
+    network, x = cuba_net(), inputs()
+    theirs = import_from_nir(to_nir(network, (6,), dt=DT))
+    assert sum(isinstance(m, snn.Synaptic) for m in theirs.modules()) == 2
+    assert torch.equal(snntorch_run(theirs, x), firing(ours(network, x)))
+
+
+def test_snntorchs_cuba_importer_reads_only_its_own_gains_and_resets_to_zero() -> None:
+    """Their losses: snnTorch's CubaLIF importer (1) asserts r = tau_mem/dt, so a decay_input file (r = 1, exact as
+    written) is refused, and (2) builds Synaptic(reset_mechanism="zero"): NIR's v_reset is dropped, and the neuron
+    runs as snnlab's with v_reset 0."""
+    from snntorch.import_nir import import_from_nir
+
+    with pytest.raises(AssertionError, match="r not supported in CubaLIF"):
+        import_from_nir(to_nir(cuba_net(decay_input=True), (6,), dt=DT))
+
+    def first_layer(v_reset: float) -> Network:
+        return Network(list(cuba_net(v_reset=v_reset).blocks)[:1]).eval()
+
+    network, x = first_layer(0.6), inputs()
+    graph = to_nir(network, (6,), dt=DT)
+    assert np.allclose(graph.nodes["blocks_0_neuron"].v_reset, 0.6)
+    theirs = snntorch_run(import_from_nir(graph), x)
+    assert not torch.equal(theirs, firing(ours(network, x)))
+    assert torch.equal(theirs, ours(first_layer(0.0), x))
 
 
 # --- SpikingJelly 2.0 ----------------------------------------------------------------------------------------------

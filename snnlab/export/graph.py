@@ -7,10 +7,11 @@ reads the neuron's output of the previous step. The graph's metadata records ``d
 neuron node its discretisation and reset.
 
 Import: the nodes from the input to the output must form a chain (a recurrent loop inside a nested graph, or a
-two-node cycle, is one link of it). Each node becomes a ``Part`` through its registered importer; a synapse starts
-a block, the neuron after it joins it, and post layers join it in ``POST`` order. A neuron's input scaling that no
-option gives (NIR's ``r``, ``v_leak``) is folded into its block's synapse, so the network computes the file's
-equations; the result is the YAML of the blocks and the tensors to load into the network that YAML builds.
+two-node cycle, is one link of it). Each node becomes a ``Part`` through its registered importer (a node whose
+importer reads its neighbours, ``nir_import_around``, may take the node on either side into its part); a synapse
+starts a block, the neuron after it joins it, and post layers join it in ``POST`` order. A neuron's input scaling
+that no option gives (NIR's ``r``, ``w_in``, ``v_leak``) is folded into its block's synapse, so the network
+computes the file's equations; the result is the YAML of the blocks and the tensors to load into the network that YAML builds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .registry import (
     ImportContext,
     NIRUnsupported,
     Part,
+    around_importer_for,
     exporter_for,
     importer_for,
 )
@@ -39,7 +41,10 @@ from .registry import (
 NEURON_TYPES = ("LIF", "IF", "LI", "I", "CubaLIF", "CubaLI")
 """NIR node types that are neurons: what a loop weight feeds back into."""
 
-KNOWN_DT = "snnTorch and SpikingJelly export with 1e-4 s, Norse with 1e-3 s, Sinabs and Rockpool with 1 (time in steps)"
+KNOWN_DT = (
+    "snnTorch and SpikingJelly export with 1e-4 s, Rockpool with 1e-3 s, Sinabs with 1 (time in steps, and exp steps), "
+    "Norse with 1e-3 s but its time constants multiplied by that dt (read its files with 1e-6)"
+)
 
 
 def network_to_nir(
@@ -168,9 +173,7 @@ def nir_to_blocks(graph: Any, dt: float, discretization: Discretization = "euler
     ctx = ImportContext(float(dt), discretization)
     input_shape, links = _chain_of(graph)
     blocks: list[dict[str, Part | list[Part] | None]] = []
-    for name, node, weight in links:
-        part = _import(node, ctx, name)
-        recurrent = _import(weight, ctx, name, role="recurrent") if weight is not None else None
+    for name, part, recurrent in _parts_of(links, ctx):
         _place(blocks, part, recurrent, name)
     notes: list[str] = []
     yaml_blocks, tensors = [], {}
@@ -180,6 +183,35 @@ def nir_to_blocks(graph: Any, dt: float, discretization: Discretization = "euler
         yaml_blocks.append(spec)
         tensors.update({f"blocks.{i}.{key}": value for key, value in block_tensors.items()})
     return ImportedBlocks(input_shape, yaml_blocks, tensors, notes)
+
+
+def _parts_of(links: list[tuple[str, Any, Any]], ctx: ImportContext) -> list[tuple[str, Part, Part | None]]:
+    """Each link of the chain as (name, part, loop weight's part or None). A node whose type reads its neighbours
+    (``nir_import_around``) gets the node before it (unless that is a recurrent layer or taken by another such
+    node) and the one after it (unless a recurrent layer or such a node itself), and may take them into its part."""
+    parts: list[tuple[str, Part, Part | None]] = []
+    k, taken_until = 0, -1  # links[: taken_until + 1] are read into a part of a node read with its neighbours
+    while k < len(links):
+        name, node, weight = links[k]
+        around = around_importer_for(node)
+        if around is None:
+            recurrent = _import(weight, ctx, name, role="recurrent") if weight is not None else None
+            parts.append((name, _import(node, ctx, name), recurrent))
+            k += 1
+            continue
+        before = links[k - 1][1] if k > 0 and k - 1 > taken_until and links[k - 1][2] is None else None
+        after = links[k + 1] if k + 1 < len(links) else None
+        after = after[1] if after is not None and after[2] is None and around_importer_for(after[1]) is None else None
+        try:
+            read = around(before, node, after, ctx)
+        except NIRUnsupported as exc:
+            raise NIRUnsupported(f"node {name!r} ({type(node).__name__}): {exc}") from None
+        if read.before:
+            parts.pop()
+        parts.append((name, read.part, None))
+        taken_until = k + 1 if read.after else k
+        k = taken_until + 1
+    return parts
 
 
 def _import(node: Any, ctx: ImportContext, name: str, role: str = "chain") -> Part:
@@ -227,7 +259,17 @@ def _chain_of(graph: Any) -> tuple[tuple[int, ...], list[tuple[str, Any, Any]]]:
             links.append((name, node, graph.nodes[loops[name]] if name in loops else None))
     if shape is None:
         raise NIRUnsupported("the Input node has no shape")
-    return tuple(int(n) for n in np.asarray(shape).reshape(-1)), links
+    return _without_sample_axis(tuple(int(n) for n in np.asarray(shape).reshape(-1)), links), links
+
+
+def _without_sample_axis(shape: tuple[int, ...], links: list[tuple[str, Any, Any]]) -> tuple[int, ...]:
+    """The per-step input shape: the Input's, less a leading axis of 1 where the first node reads the rest (the
+    exporters built on nirtorch, Norse's and Rockpool's, record their sample's batch axis in the Input)."""
+    first = links[0][1].input_type.get("input") if links else None
+    reads = tuple(int(n) for n in np.asarray(first).reshape(-1)) if first is not None else ()
+    if len(shape) > 1 and shape[0] == 1 and reads and shape[1:] == reads:
+        return shape[1:]
+    return shape
 
 
 def _two_node_loops(graph: Any, successors: dict, predecessors: dict) -> dict[str, str]:

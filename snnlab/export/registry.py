@@ -3,13 +3,16 @@
 A layer's file registers an exporter for its module type (``@nir_export(LIF)``: the module and the shape of one
 sample entering it, to the NIR nodes that compute the same thing) and an importer for the NIR node type it reads
 back (``@nir_import("LIF")``: a node to a ``Part``, the YAML options and tensors of one part of a block). A layer
-NIR cannot express registers a refusal that says why (``refuse_nir(nn.MaxPool2d, "...")``). The graph walker
+that exports as a chain of nodes reads its chain back with ``@nir_import_around("Delay")``: the node together with
+the nodes on either side of it, which it may take into its part. A layer NIR cannot express registers a refusal
+that says why (``refuse_nir(nn.MaxPool2d, "...")``). The graph walker
 (``snnlab.export.graph``) only chains what these functions return, so a new model is still one file and one
 registry line. Nothing here imports ``nir``: a mapping imports it when it runs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,11 +67,23 @@ class Part:
     input_shift: np.ndarray | float = 0.0
 
 
+@dataclass
+class Around:
+    """What an importer of a node and its neighbours read: the part, and whether it took the node before the node
+    (``before``) and the one after it (``after``) into that part."""
+
+    part: Part
+    before: bool = False
+    after: bool = False
+
+
 Exporter = Callable[[nn.Module, tuple[int, ...], ExportContext], list[Any]]
 Importer = Callable[[Any, ImportContext], Part]
+AroundImporter = Callable[[Any, Any, Any, ImportContext], Around]
 
 _EXPORTERS: dict[type, Exporter] = {}
 _IMPORTERS: dict[tuple[str, str], Importer] = {}
+_AROUND: dict[str, AroundImporter] = {}
 
 
 def nir_export(*types: type) -> Callable[[Exporter], Exporter]:
@@ -96,6 +111,24 @@ def nir_import(*node_types: str, role: Literal["chain", "recurrent"] = "chain") 
     return register
 
 
+def nir_import_around(*node_types: str) -> Callable[[AroundImporter], AroundImporter]:
+    """Register ``fn(before, node, after, ctx) -> Around`` as the reading of NIR nodes of ``node_types`` with their
+    neighbours in the chain (``None`` at its ends, or where a neighbour is a recurrent layer or read so itself): for
+    a layer that exports as a chain of nodes, as the delay synapse does (``Linear -> Delay -> Linear``)."""
+
+    def register(fn: AroundImporter) -> AroundImporter:
+        for name in node_types:
+            _AROUND[name] = fn
+        return fn
+
+    return register
+
+
+def around_importer_for(node: Any) -> AroundImporter | None:
+    """The importer that reads ``node`` with its neighbours, if its type registered one."""
+    return _AROUND.get(type(node).__name__)
+
+
 def refuse_nir(module_type: type, reason: str) -> None:
     """Register that modules of ``module_type`` cannot be exported, and why (the message names the block)."""
 
@@ -118,7 +151,7 @@ def importer_for(node: Any, role: Literal["chain", "recurrent"] = "chain") -> Im
     name = type(node).__name__
     found = _IMPORTERS.get((role, name))
     if found is None:
-        known = sorted(n for r, n in _IMPORTERS if r == role)
+        known = sorted({n for r, n in _IMPORTERS if r == role} | (set(_AROUND) if role == "chain" else set()))
         where = "as a recurrent weight" if role == "recurrent" else "as a layer"
         raise NIRUnsupported(f"NIR {name} has no snnlab counterpart {where} (snnlab reads: {', '.join(known)})")
     return found
@@ -156,3 +189,9 @@ def one_int(value: Any, name: str) -> int:
     if pair[0] != pair[1]:
         raise NIRUnsupported(f"{name} {pair.tolist()} differs between height and width; snnlab's is one for both")
     return int(pair[0])
+
+
+def options_from_metadata(node: Any) -> dict[str, Any]:
+    """The snnlab options a node written by snnlab carries in its metadata (``snnlab_options``, JSON: what NIR has
+    no field for); none for other libraries' files."""
+    return json.loads(node.metadata.get("snnlab_options", "{}"))

@@ -26,6 +26,11 @@ s[t-1] to keep. The soft reset subtracts the threshold the spike crossed, B[t] (
 ``detach_reset`` detaches the spike in the reset only: the gradient through the adaptation (a[t] from s[t]) is
 what BPTT learns memory through, and always flows.
 
+NIR: none of NIR's nodes (1.0: LIF, CubaLIF, IF, LI, CubaLI, I and the synaptic maps) moves its threshold, and no
+chain of them gives one (an adaptation current subtracted from the membrane would be reset with it), so an ALIF is
+refused by name; one that does not adapt (every beta_a 0: ``beta_a: 0`` or ``adaptive_fraction: 0``) is exactly a
+LIF and exports as NIR's ``LIF``, which imports back as ``lif``.
+
 Per neuron and adaptive fraction. When the layer's shape is known (``in_shape``, which the network builder passes),
 ``learn_threshold``, ``learn_tau_a`` and ``learn_beta_a`` learn one b0, tau_a and beta_a per neuron (else one per
 layer), and ``adaptive_fraction`` < 1 makes the rest plain LIF units (beta_a 0) as an LSNN mixes them: exactly
@@ -49,18 +54,19 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..export.registry import ExportContext, NIRUnsupported, nir_export
 from ..kernels import Backend, choose
 from ..kernels.alif import alif_fused
 from ..surrogates import SurrogateSpec
 from .base import validated
 from .leak import Discretization, Leak, TimeConstant, charge
-from .lif import LIF, Reset, _describe, fire_and_reset
+from .lif import LIF, Reset, _describe, fire_and_reset, lif_to_nir
 
 
 class ALIFState(NamedTuple):
@@ -181,3 +187,21 @@ class ALIF(LIF):
             f"tau_a={self.adaptation.tau:.4g}, beta_a={_describe(self.beta_a)}, adaptive_fraction={fraction:.3g}, "
             + super().extra_repr()
         )
+
+
+ADAPTATION_REFUSED = (
+    "its threshold b0 + beta_a a rises with each spike and decays over tau_a, and NIR has no adaptive neuron: no "
+    "node's state moves its threshold, and no chain of nodes gives one (an adaptation current subtracted from the "
+    "membrane would be reset with it); with every beta_a 0 (beta_a: 0 or adaptive_fraction: 0) it is a LIF and "
+    "exports as NIR's LIF"
+)
+
+
+@nir_export(ALIF)
+def alif_to_nir(neuron: ALIF, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """NIR's ``LIF`` when no neuron adapts (``lif_to_nir``, its soft reset refused likewise); otherwise refused
+    (``ADAPTATION_REFUSED``)."""
+    strength = torch.as_tensor(neuron.adaptation_strength())
+    if bool((strength != 0).any()):
+        raise NIRUnsupported(ADAPTATION_REFUSED)
+    return lif_to_nir(neuron, shape, ctx)

@@ -24,8 +24,16 @@ Mapping to other libraries (``decay_input: false``):
   gradients).
 * SpikingJelly's ``CUBALIFNode(c_decay, v_decay, v_threshold, v_reset)`` is the same step with alpha = c_decay, beta
   = v_decay; it fires on h >= threshold.
-* NIR ``CubaLIF`` (continuous time; snnTorch exports dt = 1e-4): tau_syn = dt/(1 - alpha), tau_mem = dt/(1 - beta),
-  r = tau_mem/dt, w_in = tau_syn/dt, v_leak = 0 (METHODS.md 1.4).
+* NIR ``CubaLIF`` (``tau_syn dI/dt = -I + w_in S``, ``tau_mem dv/dt = (v_leak - v) + r I``, reset to v_reset),
+  stepped as every NIR reader steps it, I[t] = alpha I[t-1] + (1 - alpha) w_in S[t] then
+  v[t] = beta v[t-1] + (1 - beta)(v_leak + r I[t]) (the membrane reads the step's new current), is this neuron for
+  a step of ``dt_s`` seconds with tau_syn = ``continuous_tau(alpha)``, tau_mem = ``continuous_tau(beta)`` (``exp``:
+  dt_s / ln(1/beta), each stage's exact solution for an input held over the step; ``euler``: dt_s / (1 - beta)),
+  w_in = r = 1 with ``decay_input``, else w_in = 1/(1 - alpha) and r = 1/(1 - beta) (snnTorch's export at dt_s =
+  1e-4: tau_syn/dt, tau_mem/dt, METHODS.md 1.4), v_leak = 0. ``CubaLI`` is NIR's ``CubaLI``. A soft reset, and a
+  membrane without leak (``tau: .inf``), have no NIR node and are refused. Import reads w_in r into the synapse
+  before the neuron where no ``decay_input`` gives it, and refuses v_leak != 0 (it drives the membrane behind the
+  current, where no snnlab weight or bias reaches).
 
 Example::
 
@@ -39,19 +47,30 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+import math
+from typing import Annotated, Any, NamedTuple
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 
+from ..export.registry import ExportContext, ImportContext, NIRUnsupported, Part, close, nir_export, nir_import, tidy
 from ..kernels import Backend, choose
 from ..kernels.cuba import cuba_fused
 from ..surrogates import SurrogateSpec
 from .base import Neuron, validated
 from .leak import Discretization, Leak, TimeConstant, charge
-from .li import LI
-from .lif import LIF, Reset, fire_and_reset
+from .li import LI, decay_from_nir, neuron_metadata, options_from_metadata, stage_to_nir
+from .lif import (
+    LIF,
+    SOFT_RESET_REFUSED,
+    Reset,
+    fire_and_reset,
+    firing_from_nir,
+    firing_to_nir,
+    trained_options,
+)
 
 
 class CubaState(NamedTuple):
@@ -192,3 +211,80 @@ class CubaLIF(LIF):
 
     def extra_repr(self) -> str:
         return f"tau_syn={self.synaptic.tau:.4g}, " + super().extra_repr()
+
+
+def _stages_to_nir(neuron: CubaLI | CubaLIF, shape: tuple[int, ...], ctx: ExportContext) -> dict[str, np.ndarray]:
+    """NIR's tau_syn, w_in, tau_mem, r and v_leak of both stages, one value per neuron."""
+    tau_syn, w_in = stage_to_nir(neuron.synaptic, neuron.decay_input, ctx.dt)
+    tau_mem, r = stage_to_nir(neuron.leak, neuron.decay_input, ctx.dt)
+    if math.isinf(tau_mem):
+        raise NIRUnsupported(
+            "tau: .inf (a membrane without leak) has no NIR node: CubaLIF and CubaLI always leak "
+            "(tau_mem dv/dt = (v_leak - v) + r I); give the membrane a finite tau to export"
+        )
+    values = {"tau_syn": tau_syn, "w_in": w_in, "tau_mem": tau_mem, "r": r, "v_leak": 0.0}
+    return {key: np.full(shape, value) for key, value in values.items()}
+
+
+def _learned(neuron: CubaLI | CubaLIF) -> dict[str, bool]:
+    return {"learn_tau": neuron.leak.learnable, "learn_tau_syn": neuron.synaptic.learnable}
+
+
+@nir_export(CubaLIF)
+def cuba_lif_to_nir(neuron: CubaLIF, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """``nir.CubaLIF`` with a hard reset; a soft reset is refused (``SOFT_RESET_REFUSED``)."""
+    import nir
+
+    if neuron.reset == "soft":
+        raise NIRUnsupported(SOFT_RESET_REFUSED)
+    threshold, v_reset = firing_to_nir(neuron, shape)
+    metadata = neuron_metadata(neuron, **trained_options(neuron), **_learned(neuron))
+    return [
+        nir.CubaLIF(**_stages_to_nir(neuron, shape, ctx), v_threshold=threshold, v_reset=v_reset, metadata=metadata)
+    ]
+
+
+@nir_export(CubaLI)
+def cuba_li_to_nir(neuron: CubaLI, shape: tuple[int, ...], ctx: ExportContext) -> list[Any]:
+    """``nir.CubaLI``."""
+    import nir
+
+    return [nir.CubaLI(**_stages_to_nir(neuron, shape, ctx), metadata=neuron_metadata(neuron, **_learned(neuron)))]
+
+
+def _stages_from_nir(node: Any, ctx: ImportContext) -> tuple[dict[str, Any], np.ndarray | float]:
+    """The options (``tau``, ``tau_syn`` in steps, ``discretization``, ``decay_input``) of a NIR CubaLIF or CubaLI
+    and the input factor no option gives (folded into the synapse before it). Per step NIR adds
+    (1 - alpha)(1 - beta) w_in r S to the membrane through the current, snnlab (1 - alpha)(1 - beta) x or x:
+    ``decay_input`` is chosen where it makes the factor 1 (w_in r = 1, or 1 / ((1 - alpha)(1 - beta)))."""
+    if np.any(np.asarray(node.v_leak) != 0):
+        raise NIRUnsupported(
+            "v_leak != 0: it drives the membrane behind the synaptic current, where no snnlab weight or bias reaches "
+            "(a bias on the input would pass through the current's rise); only v_leak = 0 imports"
+        )
+    discretization = node.metadata.get("discretization", ctx.discretization)
+    tau_syn, alpha = decay_from_nir(node.tau_syn, "tau_syn", ctx, discretization)
+    tau_mem, beta = decay_from_nir(node.tau_mem, "tau_mem", ctx, discretization)
+    factor = np.asarray(node.w_in, dtype=np.float64) * np.asarray(node.r, dtype=np.float64)
+    decay_input = close(factor, 1.0)
+    scale = factor if decay_input else factor * (1 - alpha) * (1 - beta)
+    options = {
+        "tau": tidy(tau_mem / ctx.dt),
+        "tau_syn": tidy(tau_syn / ctx.dt),
+        "discretization": discretization,
+        "decay_input": decay_input,
+    }
+    return options, (1.0 if close(scale, 1.0) else scale)
+
+
+@nir_import("CubaLIF")
+def cuba_lif_from_nir(node: Any, ctx: ImportContext) -> Part:
+    options, scale = _stages_from_nir(node, ctx)
+    options = {**options, **firing_from_nir(node), **options_from_metadata(node)}
+    return Part("neuron", "cuba_lif", options, input_scale=scale)
+
+
+@nir_import("CubaLI")
+def cuba_li_from_nir(node: Any, ctx: ImportContext) -> Part:
+    options, scale = _stages_from_nir(node, ctx)
+    return Part("neuron", "cuba_li", {**options, **options_from_metadata(node)}, input_scale=scale)

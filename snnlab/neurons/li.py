@@ -28,6 +28,7 @@ from ..export.registry import (
     close,
     nir_export,
     nir_import,
+    options_from_metadata,
     tidy,
     uniform,
 )
@@ -79,14 +80,33 @@ class LI(Neuron):
         return f"decay_input={self.decay_input}"
 
 
-def leak_to_nir(neuron: LI, ctx: ExportContext) -> tuple[float, float]:
-    """NIR's (tau, r) of a leaky neuron for a step of ``ctx.dt`` seconds: the continuous time constant of its beta
-    (``inf`` without leak) and the resistance that gives its input gain (1 - beta, or 1 without ``decay_input``)."""
-    beta = neuron.leak.beta
+def stage_to_nir(leak: Leak, decay_input: bool, dt: float) -> tuple[float, float]:
+    """NIR's (tau, input factor) of one leaky stage for a step of ``dt`` seconds: the continuous time constant of
+    its beta (``inf`` without leak) and the factor (NIR's ``r``, or ``w_in`` of a synaptic current) that gives its
+    input gain (1 - beta, or 1 without ``decay_input``): (1 - beta) factor per step, or dt factor without leak."""
+    beta = leak.beta
     beta = float(beta.detach()) if isinstance(beta, Tensor) else beta
-    gain = 1 - beta if neuron.decay_input else 1.0
-    tau = continuous_tau(beta, ctx.dt, neuron.leak.discretization)  # beta is per step, and a step lasts ctx.dt
-    return tau, (gain / (1 - beta) if beta < 1 else gain / ctx.dt)
+    gain = 1 - beta if decay_input else 1.0
+    tau = continuous_tau(beta, dt, leak.discretization)  # beta is per step, and a step lasts dt
+    return tau, (gain / (1 - beta) if beta < 1 else gain / dt)
+
+
+def leak_to_nir(neuron: LI, ctx: ExportContext) -> tuple[float, float]:
+    """NIR's (tau, r) of a leaky neuron's membrane (``stage_to_nir``)."""
+    return stage_to_nir(neuron.leak, neuron.decay_input, ctx.dt)
+
+
+def decay_from_nir(tau: Any, name: str, ctx: ImportContext, discretization: Discretization) -> tuple[float, float]:
+    """A NIR time constant (one per layer, in seconds) and the decay per step of ``ctx.dt`` it gives; refused when
+    the step cannot be taken (tau below dt)."""
+    tau_s = uniform(tau, name)
+    beta = decay_factor(tau_s, ctx.dt, discretization)
+    if not 0 <= beta < 1:
+        raise NIRUnsupported(
+            f"{name} = {tau_s:.6g} s is below the step dt = {ctx.dt:.6g} s, which {discretization} cannot step "
+            f"(beta = {beta:.6g}); give the dt the file was written for"
+        )
+    return tau_s, beta
 
 
 def leak_from_nir(
@@ -97,13 +117,7 @@ def leak_from_nir(
     it): NIR adds (1 - beta)(v_leak + r I) per step, snnlab (1 - beta) x or x. ``decay_input`` is chosen so that
     the map is the identity whenever it can be (r = 1, or r = 1 / (1 - beta))."""
     discretization = node.metadata.get("discretization", ctx.discretization)
-    tau_s = uniform(tau, "tau")
-    beta = decay_factor(tau_s, ctx.dt, discretization)
-    if not 0 <= beta < 1:
-        raise NIRUnsupported(
-            f"tau = {tau_s:.6g} s is below the step dt = {ctx.dt:.6g} s, which {discretization} cannot step "
-            f"(beta = {beta:.6g}); give the dt the file was written for"
-        )
+    tau_s, beta = decay_from_nir(tau, "tau", ctx, discretization)
     r = np.asarray(r, dtype=np.float64)
     decay_input = close(r, 1.0)
     gain = 1 - beta if decay_input else 1.0
@@ -119,11 +133,6 @@ def neuron_metadata(neuron: Neuron, **options: Any) -> dict[str, str]:
     leak = getattr(neuron, "leak", None)
     found = {"discretization": leak.discretization} if leak is not None else {}
     return {**found, "snnlab_options": json.dumps(options, sort_keys=True)}
-
-
-def options_from_metadata(node: Any) -> dict[str, Any]:
-    """The snnlab options a node written by snnlab carries (none for other libraries' files)."""
-    return json.loads(node.metadata.get("snnlab_options", "{}"))
 
 
 @nir_export(LI)

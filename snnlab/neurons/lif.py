@@ -277,13 +277,21 @@ class IF(LIF):
 
 
 SOFT_RESET_REFUSED = (
-    "reset: soft (subtract the threshold) has no NIR node: NIR's LIF and IF set the membrane to v_reset, and a file "
+    "reset: soft (subtract the threshold) has no NIR node: NIR's LIF, IF and CubaLIF set the membrane to v_reset, "
+    "and a file "
     "that meant subtraction would run with that reset in every other tool; train with reset: hard (v_reset 0) to "
     "export"
 )
 
 
-def _trained_options(neuron: LIF) -> dict[str, Any]:
+def firing_to_nir(neuron: LIF, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """NIR's v_threshold and v_reset of a hard-reset neuron, one per neuron (a per-neuron threshold as it is)."""
+    threshold = neuron.threshold
+    threshold = threshold.detach().cpu().double().numpy() if isinstance(threshold, Tensor) else threshold
+    return np.broadcast_to(threshold, shape).copy(), np.full(shape, float(neuron.v_reset))
+
+
+def trained_options(neuron: LIF) -> dict[str, Any]:
     """The options of a LIF or IF that NIR has no field for."""
     surrogate = neuron.surrogate
     options: dict[str, Any] = {"detach_reset": neuron.detach_reset, "backend": neuron.backend}
@@ -301,10 +309,8 @@ def lif_to_nir(neuron: LIF, shape: tuple[int, ...], ctx: ExportContext) -> list[
     if neuron.reset == "soft":
         raise NIRUnsupported(SOFT_RESET_REFUSED)
     tau, r = leak_to_nir(neuron, ctx)
-    threshold = neuron.threshold
-    threshold = np.full(shape, float(threshold.detach()) if isinstance(threshold, Tensor) else threshold)
-    v_reset = np.full(shape, float(neuron.v_reset))
-    options = _trained_options(neuron)
+    threshold, v_reset = firing_to_nir(neuron, shape)
+    options = trained_options(neuron)
     if math.isinf(tau):
         metadata = neuron_metadata(neuron, **options)
         return [nir.IF(r=np.full(shape, r), v_threshold=threshold, v_reset=v_reset, metadata=metadata)]
@@ -317,7 +323,7 @@ def lif_to_nir(neuron: LIF, shape: tuple[int, ...], ctx: ExportContext) -> list[
     ]  # fmt: skip
 
 
-def _firing(node: Any) -> dict[str, Any]:
+def firing_from_nir(node: Any) -> dict[str, Any]:
     """Threshold and hard reset of a NIR LIF or IF (NIR has no other reset)."""
     threshold, v_reset = uniform(node.v_threshold, "v_threshold"), uniform(node.v_reset, "v_reset")
     return {"threshold": tidy(threshold), "reset": "hard", "v_reset": tidy(v_reset)}
@@ -326,7 +332,7 @@ def _firing(node: Any) -> dict[str, Any]:
 @nir_import("LIF")
 def lif_from_nir(node: Any, ctx: ImportContext) -> Part:
     options, scale, shift = leak_from_nir(node, node.tau, node.r, node.v_leak, ctx)
-    options = {**options, **_firing(node), **options_from_metadata(node)}
+    options = {**options, **firing_from_nir(node), **options_from_metadata(node)}
     return Part("neuron", "lif", options, input_scale=scale, input_shift=shift)
 
 
@@ -334,5 +340,5 @@ def lif_from_nir(node: Any, ctx: ImportContext) -> Part:
 def if_from_nir(node: Any, ctx: ImportContext) -> Part:
     """NIR's IF adds dt r I per step; snnlab's IF adds x: the factor dt r is folded into the synapse."""
     scale = ctx.dt * np.asarray(node.r, dtype=np.float64)
-    options = {**_firing(node), **options_from_metadata(node)}
+    options = {**firing_from_nir(node), **options_from_metadata(node)}
     return Part("neuron", "if", options, input_scale=1.0 if close(scale, 1.0) else scale)

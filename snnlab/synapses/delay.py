@@ -12,23 +12,36 @@ Positions are measured as delays, in steps. DCLS (and the paper's code) measures
 of size D that it pads by D - 1 on the left: its p_dcls is D - 1 - D // 2 - d here (d = D // 2 - p_dcls for the
 paper's odd D), and its initialisation, uniform in [-D // 2, D // 2], is uniform in [0, D - 1] here.
 
-NIR (export only): the evaluation form, as the exact chain ``Linear`` (fan-out: one copy of the input per distinct
-delay d_k) -> ``Delay`` (copy k by d_k * dt seconds) -> ``Linear``/``Affine`` (weight ``[out, K * in]``, block k
-keeping the connections whose delay is d_k). Import refuses ``Delay`` nodes: reading the chain back would need the
-graph walker to recognise three nodes as one layer.
+NIR: the evaluation form, as the exact chain ``Linear`` (fan-out: one copy of the input per distinct delay d_k) ->
+``Delay`` (copy k by d_k * dt seconds) -> ``Linear``/``Affine`` (weight ``[out, K * in]``, block k keeping the
+connections whose delay is d_k). Import reads a ``Delay`` with the ``Linear``/``Affine`` on either side of it
+(either may be absent: the identity) as this synapse, whenever every connection passes through one delay; so the
+chain above comes back as it was written, and a hand-written ``Linear -> Delay`` (one delay per output) reads as
+a layer whose row i has delay d_i.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..export.registry import ExportContext, ImportContext, NIRUnsupported, Part, nir_export, nir_import
+from ..export.registry import (
+    Around,
+    ExportContext,
+    ImportContext,
+    NIRUnsupported,
+    Part,
+    nir_export,
+    nir_import_around,
+    options_from_metadata,
+)
 from ..stateful import StatefulModule
 
 Mode = Literal["learned", "random", "fixed"]
@@ -307,15 +320,87 @@ def delay_to_nir(module: DelaySynapse, shape: tuple[int, ...], ctx: ExportContex
     fan_out = torch.eye(n_in).repeat(len(distinct), 1)
     seconds = (distinct.double() * ctx.dt).repeat_interleave(n_in)
     masked = torch.cat([weight * (delays == d) for d in distinct], dim=1)
-    nodes = [nir.Linear(weight=fan_out.numpy()), nir.Delay(delay=seconds.numpy())]
+    saved = {"mode": module.mode, "max_delay": module.max_delay}
+    if module.mode == "learned":
+        saved.update(sigma_init=module.sigma0 or None, sigma_floor=module.sigma_floor, sigma=float(module.sigma))
+    metadata = {"snnlab_options": json.dumps(saved, sort_keys=True)}
+    nodes = [nir.Linear(weight=fan_out.numpy()), nir.Delay(delay=seconds.numpy(), metadata=metadata)]
     if module.bias is None:
         return [*nodes, nir.Linear(weight=masked.numpy())]
     return [*nodes, nir.Affine(weight=masked.numpy(), bias=module.bias.detach().cpu().float().numpy())]
 
 
-@nir_import("Delay")
-def delay_from_nir(node: Any, ctx: ImportContext) -> Part:
-    raise NIRUnsupported(
-        "snnlab does not read Delay nodes back (its delay synapse exports as Linear -> Delay -> Linear, which its "
-        "chain reader does not recognise as one layer); rebuild the network from the run's config instead"
-    )
+def _dense(node: Any, size: int, side: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The weight and bias (None for ``Linear``) of a neighbour of a Delay of ``size`` channels, or None when it is
+    not a ``Linear``/``Affine`` (nor a map of that size)."""
+    if type(node).__name__ not in ("Linear", "Affine"):
+        return None
+    weight = np.asarray(node.weight, dtype=np.float64)
+    if weight.ndim != 2 or weight.shape[0 if side == "before" else 1] != size:
+        return None
+    bias = getattr(node, "bias", None)
+    return weight, None if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+
+
+def _whole_steps(node: Any, dt: float) -> np.ndarray:
+    """A Delay's delays (seconds) as whole steps of ``dt``; refused where one is not (to float32 rounding)."""
+    seconds = np.asarray(node.delay, dtype=np.float64)
+    if seconds.ndim != 1:
+        raise NIRUnsupported(f"delay of shape {list(seconds.shape)}; snnlab reads one delay per channel of a vector")
+    steps = np.rint(seconds / dt)
+    if (steps < 0).any() or not np.allclose(steps * dt, seconds, rtol=1e-5, atol=1e-9 * dt):
+        raise NIRUnsupported(
+            f"delays {seconds.min():.6g} .. {seconds.max():.6g} s are not whole steps of dt = {dt:.6g} s (snnlab's "
+            "delays are whole steps): give the dt the file was written for"
+        )
+    return steps.astype(np.int64)
+
+
+@nir_import_around("Delay")
+def delay_from_nir(before: Any, node: Any, after: Any, ctx: ImportContext) -> Around:
+    """x -> ``Linear``/``Affine`` A (or none) -> ``Delay`` d -> ``Linear``/``Affine`` B (or none) is
+    y[t] = sum_m B[:, m] (A x)_m[t - d_m] + b: the delay synapse with w_ij = sum_{m: d_m = k} B_im A_mj at the one
+    delay k that connection (i, j) passes through (refused where it passes through two). A's bias is silent for
+    the first d_m steps, which a synapse's bias is not: it is read only where its delay is 0."""
+    steps = _whole_steps(node, ctx.dt)
+    size = len(steps)
+    first, last = _dense(before, size, "before"), _dense(after, size, "after")
+    a, a_bias = first if first is not None else (np.eye(size), None)
+    b, bias = last if last is not None else (np.eye(size), None)
+    distinct = np.unique(steps)
+    per_delay = np.stack([b[:, steps == k] @ a[steps == k] for k in distinct])  # [K, out, in]
+    carried = (per_delay != 0).sum(0)
+    if (carried > 1).any():
+        i, j = np.argwhere(carried > 1)[0]
+        ks = distinct[per_delay[:, i, j] != 0].tolist()
+        raise NIRUnsupported(
+            f"the connection from input {j} to output {i} passes through delays {ks} (steps); snnlab's delay synapse "
+            "gives each connection one delay"
+        )
+    if a_bias is not None:
+        late = (a_bias != 0) & (steps > 0) & (b != 0).any(0)
+        if late.any():
+            raise NIRUnsupported(
+                f"the Affine before the Delay has a bias on channels delayed by up to {int(steps[late].max())} steps, "
+                "which is silent for the first steps where a synapse's bias is not; write the bias after the Delay"
+            )
+        bias = b @ a_bias + (0 if bias is None else bias)
+    weight = per_delay.sum(0)
+    delays = distinct[(per_delay != 0).argmax(0)]  # a connection of weight 0 at the first
+    saved = options_from_metadata(node)  # snnlab's own files: the mode and its settings, the current sigma
+    sigma = saved.pop("sigma", None)
+    max_delay = max(int(saved.pop("max_delay", 0)), int(distinct.max()) + 1)
+    options: dict[str, Any] = {"out_features": weight.shape[0], "max_delay": max_delay, "bias": bias is not None}
+    tensors = {"weight": torch.as_tensor(weight, dtype=torch.float32)}
+    if saved.get("mode", "fixed") == "fixed":
+        options.update(
+            saved, mode="fixed", delays=int(delays[0, 0]) if (delays == delays[0, 0]).all() else delays.tolist()
+        )
+    else:
+        options.update(saved)
+        tensors["positions"] = torch.as_tensor(delays, dtype=torch.float32)
+        if sigma is not None:
+            tensors["sigma"] = torch.tensor(float(sigma))
+    if bias is not None:
+        tensors["bias"] = torch.as_tensor(bias, dtype=torch.float32)
+    return Around(Part("synapse", "delay", options, tensors), before=first is not None, after=last is not None)
