@@ -13,10 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from sigkill import kill_at_first_checkpoint
 from torch import Tensor, nn
 
 from snnlab.config import validate
@@ -262,15 +261,7 @@ def test_sigkill_and_resume_give_the_uninterrupted_metrics(trained: tuple[str, P
     stopped = tmp_path / "stopped"
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config(EXPERIMENTS[name], stopped, checkpoint_every=3)))
-    process = snnlab("run", str(path), "-q", wait=False)
-    deadline = time.monotonic() + 120
-    while not (stopped / "checkpoint.pt").exists():  # the first mid-epoch checkpoint: kill then
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (stopped / "summary.json").exists()
+    kill_at_first_checkpoint(snnlab("run", str(path), "-q", wait=False), stopped)
     resumed = snnlab("resume", str(stopped), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert rows(stopped) == rows(folder)

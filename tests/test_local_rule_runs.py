@@ -7,16 +7,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from sigkill import kill_at_first_checkpoint
 from typer.testing import CliRunner
 
 from snnlab.cli import app
@@ -117,14 +116,7 @@ def test_sigkill_and_resume_give_the_uninterrupted_metrics(
     process = subprocess.Popen(
         command, env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + 120
-    while not (stopped / "checkpoint.pt").exists():  # the first mid-epoch checkpoint: kill then
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (stopped / "summary.json").exists()
+    kill_at_first_checkpoint(process, stopped)
     run(validate(yaml.safe_load(path.read_text())), str(path), progress=False, resume=stopped)
     assert rows(stopped) == rows(folder)
 

@@ -14,6 +14,8 @@ import torch
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
 
+from nir_spikes import firing, ours  # noqa: E402
+
 from snnlab.export import from_nir, to_nir  # noqa: E402
 from snnlab.network import Block, Network  # noqa: E402
 from snnlab.neurons import IF, LIF, CubaLIF  # noqa: E402
@@ -35,22 +37,6 @@ def snnlab_net(discretization: str = "euler") -> Network:
 
 def inputs(steps: int = 30, batch: int = 4) -> torch.Tensor:
     return torch.rand(steps, batch, 6, generator=torch.Generator().manual_seed(5)) * 1.5
-
-
-def ours(network: Network, x: torch.Tensor) -> torch.Tensor:
-    """snnlab's output spikes, on the torch loop (the fused kernels give the same spikes, tests/test_kernels.py;
-    the loop needs no compilation in a fresh environment)."""
-    for module in network.modules():
-        if hasattr(module, "backend"):
-            module.backend = "torch"
-    with torch.no_grad():
-        return network(x)[0]
-
-
-def firing(spikes: torch.Tensor) -> torch.Tensor:
-    rate = float(spikes.mean())
-    assert 0.02 < rate < 0.8, f"firing rate {rate} makes the comparison uninformative"
-    return spikes
 
 
 # --- snnTorch ------------------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import torch
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
 
+from nir_spikes import firing, ours  # noqa: E402
+
 from snnlab.export import from_nir, to_nir  # noqa: E402
 from snnlab.network import Block, Network  # noqa: E402
 from snnlab.neurons import LIF, CubaLIF  # noqa: E402
@@ -33,21 +35,6 @@ from snnlab.synapses import Linear  # noqa: E402
 
 def inputs(steps: int = 30, batch: int = 4) -> torch.Tensor:
     return torch.rand(steps, batch, 6, generator=torch.Generator().manual_seed(5)) * 1.5
-
-
-def ours(network: Network, x: torch.Tensor) -> torch.Tensor:
-    """snnlab's output spikes on the torch loop (the fused kernels give the same spikes, tests/test_kernels.py)."""
-    for module in network.modules():
-        if hasattr(module, "backend"):
-            module.backend = "torch"
-    with torch.no_grad():
-        return network(x)[0]
-
-
-def firing(spikes: torch.Tensor) -> torch.Tensor:
-    rate = float(spikes.mean())
-    assert 0.02 < rate < 0.8, f"firing rate {rate} makes the comparison uninformative"
-    return spikes
 
 
 def snnlab_net(decay_input: bool, discretization: str, v_reset: float = 0.0, cuba: bool = True) -> Network:
