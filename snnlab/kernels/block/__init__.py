@@ -1,0 +1,232 @@
+r"""One fused op for a block's batch norm, LIF neuron and pooling: ``y -> norm -> LIF over T -> pool`` in one kernel
+forward and one backward, with the norm's batch statistics reduced over T x B by torch before it.
+
+Per neuron (b, c, h, w) and step t, with the channel's statistics (mean, invstd: the batch's in training, the
+running ones in evaluation) and affine parameters (gamma, bias)::
+
+    a[c] = invstd[c] gamma[c]      shift[c] = bias[c] - mean[c] a[c]      z[t] = y[t] a[c] + shift[c]
+    h[t] = beta v[t-1] + gain z[t];  s[t] = 1[h[t] > theta];  v[t] = h[t] - theta s[t] (soft) | h[t](1 - s[t]) + v_reset s[t]
+    out[t] = max | mean | sum of s[t] over each non-overlapping k x k window   (k = 1: no pooling, out = s)
+
+``z`` is rounded as torch's batch norm rounds it on the CPU (two fused multiply-adds, ``a`` a plain product) and
+then to y's dtype (the unfused path stores the normalised current in it), so the spikes are the unfused path's bit
+for bit. Backward: the kernel recomputes each K-step segment from a checkpointed membrane (as the LIF kernel does),
+sends each window's gradient to its first maximum (max pooling, torch's argmax) or shares it out (average),
+runs the LIF backward and writes dL/dz; torch's batch-norm backward then gives dL/dy (through the batch statistics),
+dL/dgamma and dL/dbias exactly as the unfused path's; dL/dbeta, dL/dgain and dL/dtheta are summed in the kernel.
+
+Saved for backward: y (which the unfused batch norm keeps too), the membrane every K steps (4/K bytes per
+neuron-step) and the per-channel statistics; neither the normalised current, nor the spikes, nor the pooling
+indices: the backward recomputes them.
+
+``triton.py`` is the one backend (the GPU; the CPU runs the unfused composition, which is the reference). The op is
+a ``torch.library`` custom op (``torch.ops.snnlab.block_triton``), so ``torch.compile`` and CUDA graphs see it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ...surrogates import Surrogate
+from .. import fused_op
+from ..scan_op import SURROGATE_IDS
+
+POOLS = {"none": 0, "max": 1, "avg": 2}
+"""The number each kernel uses for a pooling kind (``avg`` with a divisor: average or sum pooling)."""
+
+BACKENDS = ("triton",)
+"""The backends that have a fused block op."""
+
+
+class Pool(NamedTuple):
+    """A non-overlapping ``size`` x ``size`` pooling: ``kind`` ``none`` | ``max`` | ``avg``, the window's sum divided
+    by ``divisor`` (``size * size`` for the average, 1 for sum pooling)."""
+
+    kind: Literal["none", "max", "avg"] = "none"
+    size: int = 1
+    divisor: int = 1
+
+
+N_TENSORS = 9
+"""The forward op's tensors: y, mean, invstd, weight, bias, beta, gain, threshold, v0; then 11 other inputs."""
+N_INPUTS = N_TENSORS + 11
+
+
+def define_block_op(
+    backend: str,
+    forward: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    backward: Callable[..., tuple[Tensor, Tensor, Tensor]],
+) -> Any:
+    """Register ``snnlab::block_<backend>`` (forward: ``(out, v, saved)``) and its backward op (``(grad_z, grad_v0,
+    per-program parameter gradients [3, P])``) as Triton ops, joined by the autograd formula that adds the batch
+    norm's backward around the kernel's."""
+
+    @torch.library.triton_op(f"snnlab::block_{backend}", mutates_args=())
+    def op(
+        y: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor, bias: Tensor, beta: Tensor, gain: Tensor,
+        threshold: Tensor, v0: Tensor, pool: int, size: int, divisor: int, soft: bool, v_reset: float,
+        detach_reset: bool, surrogate: int, alpha: float, fma: bool, batch_stats: bool, save: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        options = (pool, size, divisor, soft, v_reset, detach_reset, surrogate, alpha, fma)
+        return forward(y, mean, invstd, weight, bias, beta, gain, threshold, v0, *options, save)
+
+    @torch.library.triton_op(f"snnlab::block_{backend}_backward", mutates_args=())
+    def op_backward(
+        grad_out: Tensor | None, grad_v: Tensor | None, y: Tensor, saved: Tensor, mean: Tensor, invstd: Tensor,
+        weight: Tensor, bias: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v0: Tensor, pool: int,
+        size: int, divisor: int, soft: bool, v_reset: float, detach_reset: bool, surrogate: int, alpha: float,
+        fma: bool, param_grads: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        options = (pool, size, divisor, soft, v_reset, detach_reset, surrogate, alpha, fma)
+        tensors = (y, saved, mean, invstd, weight, bias, beta, gain, threshold, v0)
+        return backward(grad_out, grad_v, *tensors, *options, param_grads)
+
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        ctx.save_for_backward(*inputs[:N_TENSORS], output[2])
+        ctx.options = inputs[N_TENSORS:-2]
+        ctx.batch_stats = inputs[-2]
+        ctx.set_materialize_grads(False)
+
+    def grads(ctx: Any, grad_out: Tensor | None, grad_v: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
+        none = (None,) * N_INPUTS
+        if grad_out is None and grad_v is None:
+            return none
+        need = ctx.needs_input_grad
+        y, mean, invstd, weight, bias, beta, gain, threshold, v0, saved = ctx.saved_tensors
+        params = (beta, gain, threshold)
+        grad_z, grad_v0, gp = op_backward(
+            grad_out, grad_v, y, saved, mean, invstd, weight, bias, *params, v0, *ctx.options, any(need[5:8])
+        )
+        grad_y, grad_weight, grad_bias = norm_backward(
+            grad_z, y, mean, invstd, weight, ctx.batch_stats, (need[0], need[3], need[4])
+        )
+        g_params = [gp[j].sum().view_as(p) if need[5 + j] else None for j, p in enumerate(params)]
+        return (grad_y, None, None, grad_weight, grad_bias, *g_params, grad_v0 if need[8] else None) + none[N_TENSORS:]
+
+    op.register_autograd(grads, setup_context=setup_context)
+    return op
+
+
+def norm_backward(
+    grad_z: Tensor, y: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor, batch: bool, need: tuple[bool, ...]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """dL/dy, dL/dgamma, dL/dbias of ``z = (y - mean) invstd gamma + bias`` over ``[T, B, C, H, W]``: with batch
+    statistics (``batch``) through them too, by torch's own batch-norm backward (what the unfused path runs); with
+    running statistics the per-channel affine map's."""
+    need_y, need_weight, need_bias = need
+    if batch:
+        grad_y, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_z.flatten(0, 1), y.flatten(0, 1), weight, None, None, mean, invstd, True, 0.0, [*need]
+        )
+        return (grad_y.view_as(y) if need_y else None), grad_weight, grad_bias
+    dims = (0, 1, 3, 4)
+    channel = (1, 1, -1, 1, 1)
+    g = grad_z.float()
+    grad_y = (g * (invstd * weight).view(channel)).to(y.dtype) if need_y else None
+    grad_weight = (g * (y.float() - mean.view(channel))).sum(dims) * invstd if need_weight else None
+    grad_bias = g.sum(dims) if need_bias else None
+    return grad_y, grad_weight, grad_bias
+
+
+def rounds_with_fma(device: torch.device) -> bool:
+    """Whether torch's batch norm on ``device`` rounds ``y a + shift`` (and ``bias - mean a``) as one fused multiply-add:
+    its CPU kernels do when built for a vector unit that has one (AVX2, AVX-512), as measured in
+    ``tests/test_block_fusion.py``; on CUDA the kernel uses the fused form, the more accurate one (cuDNN's rounding
+    is not documented)."""
+    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX")
+
+
+def batch_statistics(norm: nn.modules.batchnorm._BatchNorm, y: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """(mean, invstd, batch) of ``norm`` for ``y`` ``[N, C, ...]``, float32: the batch's over every axis but C (and the
+    running statistics updated, as ``norm(y)`` updates them) in training or without running statistics, else the
+    running ones; invstd rounded as torch's batch norm rounds it."""
+    batch = norm.training or norm.running_mean is None
+    if not batch:  # 1 / sqrt(var + eps), each operation rounded to float32 (torch's float sqrt on the CPU is not)
+        root = (norm.running_var.float() + norm.eps).double().sqrt().float()
+        return norm.running_mean.float(), root.double().reciprocal().float(), False
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    update = norm.training and norm.track_running_stats
+    if update and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # a cumulative moving average
+            factor = 1.0 / float(norm.num_batches_tracked)
+    with torch.no_grad():
+        running = (norm.running_mean, norm.running_var) if update else (None, None)
+        mean, var = torch.batch_norm_update_stats(y, *running, factor)
+        invstd = (var.double() + norm.eps).sqrt().reciprocal().float()  # 1/sqrt(var + eps) in double, as torch's
+    return mean.float(), invstd, True
+
+
+def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
+    """A 0-d parameter or a float as the one-element float32 tensor the kernels read (autograd follows a tensor)."""
+    if isinstance(value, Tensor):
+        return value.float().reshape(1)
+    return torch.full((1,), value, dtype=torch.float32, device=like.device)
+
+
+def block_fused(
+    backend: str,
+    y: Tensor,
+    norm: nn.modules.batchnorm._BatchNorm,
+    v: Tensor | None,
+    beta: Tensor | float,
+    threshold: Tensor | float,
+    pool: Pool,
+    *,
+    decay_input: bool,
+    reset: Literal["soft", "hard"],
+    v_reset: float,
+    detach_reset: bool,
+    surrogate: Surrogate,
+) -> tuple[Tensor, Tensor]:
+    """``pool(LIF(norm(y)))`` over ``y`` ``[T, B, C, H, W]`` (or ``[T, B, F]``) from membrane ``v`` (None: at rest) on a
+    fused ``backend``: the pooled spikes ``[T, B, C, H/k, W/k]`` and the final membrane ``[B, C, H, W]``; the norm's
+    running statistics are updated as ``norm`` would update them."""
+    flat = y.dim() == 3
+    y5 = y[..., None, None] if flat else y
+    T, B, C = y5.shape[:3]
+    mean, invstd, batch = batch_statistics(norm, y5.flatten(0, 1))
+    ones = torch.ones(C, dtype=torch.float32, device=y.device)
+    weight = norm.weight if norm.weight is not None else ones
+    bias = norm.bias if norm.bias is not None else torch.zeros_like(ones)
+    # gain is (1 - beta) computed as leak.charge computes it, so the kernel's float32 products match the loop's
+    gain = (1 - beta) if decay_input else 1.0
+    params = [_scalar(p, y) for p in (beta, gain, threshold)]
+    v0 = y.new_empty(0) if v is None else (v[..., None, None] if flat else v)
+    tensors = (y5, mean, invstd, weight, bias, *params, v0)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    options = (POOLS[pool.kind], pool.size, pool.divisor, reset == "soft", float(v_reset), detach_reset)
+    options += (SURROGATE_IDS[surrogate.name], float(surrogate.alpha), rounds_with_fma(y.device), batch, save)
+    out, v_last, _ = fused_op("block", backend)(*tensors, *options)
+    if flat:
+        return out.view(T, B, C), v_last.view(B, C)
+    return out, v_last
+
+
+def pool_size(module: nn.Module) -> Pool | None:
+    """``module`` as a ``Pool`` when it is a non-overlapping square max, average or sum pooling without padding (what
+    the kernels pool), else None."""
+    if not isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        return None
+    pairs = [v if isinstance(v, tuple) else (v, v) for v in (module.kernel_size, module.stride, module.padding)]
+    (kh, kw), stride, padding = pairs
+    if kh != kw or stride != (kh, kw) or padding != (0, 0) or module.ceil_mode:
+        return None
+    if isinstance(module, nn.MaxPool2d):
+        dilation = module.dilation if isinstance(module.dilation, tuple) else (module.dilation,) * 2
+        return Pool("max", kh) if dilation == (1, 1) and not module.return_indices else None
+    if module.divisor_override not in (None, 1):
+        return None
+    return Pool("avg", kh, 1 if module.divisor_override == 1 else kh * kh)
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(n)))
+
+
+__all__ = ["BACKENDS", "POOLS", "Pool", "batch_statistics", "block_fused", "define_block_op", "pool_size"]
