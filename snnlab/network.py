@@ -60,9 +60,11 @@ class BlockTrace(NamedTuple):
 
     input: Tensor
     current: Tensor | None
-    """The neuron's input current: synapse, norm and recurrent contribution (None in a residual block)."""
+    """The neuron's input current: synapse, norm and recurrent contribution (None in a residual block, and in a
+    fused block, ``snnlab.block_fusion``)."""
     spikes: Tensor | None
-    """The neuron's output: spikes, or the membrane of a non-spiking neuron (None without a neuron)."""
+    """The neuron's output: spikes, or the membrane of a non-spiking neuron (None without a neuron, and in a fused
+    block that pools)."""
     output: Tensor
     """After the post layers: what the next block receives."""
     state: Any
