@@ -12,8 +12,15 @@ running ones in evaluation) and affine parameters (gamma, bias)::
 then to y's dtype (the unfused path stores the normalised current in it), so the spikes are the unfused path's bit
 for bit. Backward: the kernel recomputes each K-step segment from a checkpointed membrane (as the LIF kernel does),
 sends each window's gradient to its first maximum (max pooling, torch's argmax) or shares it out (average),
-runs the LIF backward and writes dL/dz; torch's batch-norm backward then gives dL/dy (through the batch statistics),
-dL/dgamma and dL/dbias exactly as the unfused path's; dL/dbeta, dL/dgain and dL/dtheta are summed in the kernel.
+runs the LIF backward, writes dL/dz and sums, per window, dL/dz and dL/dz (y - mean) (torch adds the windows' sums
+up per channel); dL/dbeta, dL/dgain and dL/dtheta are summed per program. The batch norm's backward is then exact,
+as torch's (``native_batch_norm_backward``) computes it, with n = T B H W per channel::
+
+    dL/dbias = sum dL/dz      dL/dgamma = invstd sum dL/dz (y - mean)
+    dL/dy = (dL/dz - sum dL/dz / n - (y - mean) invstd^2 sum dL/dz (y - mean) / n) invstd gamma
+
+one elementwise pass in place over dL/dz; with running statistics (evaluation) the kernel writes dL/dy = dL/dz a
+itself.
 
 Saved for backward: y (which the unfused batch norm keeps too), the membrane every K steps (4/K bytes per
 neuron-step) and the per-channel statistics; neither the normalised current, nor the spikes, nor the pooling
@@ -62,9 +69,9 @@ def define_block_op(
     forward: Callable[..., tuple[Tensor, Tensor, Tensor]],
     backward: Callable[..., tuple[Tensor, Tensor, Tensor]],
 ) -> Any:
-    """Register ``snnlab::block_<backend>`` (forward: ``(out, v, saved)``) and its backward op (``(grad_z, grad_v0,
-    per-program parameter gradients [3, P])``) as Triton ops, joined by the autograd formula that adds the batch
-    norm's backward around the kernel's."""
+    """Register ``snnlab::block_<backend>`` (forward: ``(out, v, saved)``) and its backward op (``(grad_y, grad_v0,
+    per-program parameter gradients [3, P], grad_gamma, grad_bias)``) as Triton ops, joined by their autograd
+    formula."""
 
     @torch.library.triton_op(f"snnlab::block_{backend}", mutates_args=())
     def op(
@@ -80,16 +87,15 @@ def define_block_op(
         grad_out: Tensor | None, grad_v: Tensor | None, y: Tensor, saved: Tensor, mean: Tensor, invstd: Tensor,
         weight: Tensor, bias: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v0: Tensor, pool: int,
         size: int, divisor: int, soft: bool, v_reset: float, detach_reset: bool, surrogate: int, alpha: float,
-        fma: bool, param_grads: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-        options = (pool, size, divisor, soft, v_reset, detach_reset, surrogate, alpha, fma)
+        fma: bool, batch_stats: bool, param_grads: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        options = (pool, size, divisor, soft, v_reset, detach_reset, surrogate, alpha, fma, batch_stats)
         tensors = (y, saved, mean, invstd, weight, bias, beta, gain, threshold, v0)
         return backward(grad_out, grad_v, *tensors, *options, param_grads)
 
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         ctx.save_for_backward(*inputs[:N_TENSORS], output[2])
-        ctx.options = inputs[N_TENSORS:-2]
-        ctx.batch_stats = inputs[-2]
+        ctx.options = inputs[N_TENSORS:-1]  # with batch_stats, without save
         ctx.set_materialize_grads(False)
 
     def grads(ctx: Any, grad_out: Tensor | None, grad_v: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
@@ -99,38 +105,17 @@ def define_block_op(
         need = ctx.needs_input_grad
         y, mean, invstd, weight, bias, beta, gain, threshold, v0, saved = ctx.saved_tensors
         params = (beta, gain, threshold)
-        grad_z, grad_v0, gp = op_backward(
+        grad_y, grad_v0, gp, grad_weight, grad_bias = op_backward(
             grad_out, grad_v, y, saved, mean, invstd, weight, bias, *params, v0, *ctx.options, any(need[5:8])
         )
-        grad_y, grad_weight, grad_bias = norm_backward(
-            grad_z, y, mean, invstd, weight, ctx.batch_stats, (need[0], need[3], need[4])
-        )
         g_params = [gp[j].sum().view_as(p) if need[5 + j] else None for j, p in enumerate(params)]
-        return (grad_y, None, None, grad_weight, grad_bias, *g_params, grad_v0 if need[8] else None) + none[N_TENSORS:]
+        affine = [
+            g.to(p.dtype) if n else None for g, p, n in ((grad_weight, weight, need[3]), (grad_bias, bias, need[4]))
+        ]
+        return (grad_y if need[0] else None, None, None, *affine, *g_params, grad_v0 if need[8] else None) + none[9:]
 
     op.register_autograd(grads, setup_context=setup_context)
     return op
-
-
-def norm_backward(
-    grad_z: Tensor, y: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor, batch: bool, need: tuple[bool, ...]
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """dL/dy, dL/dgamma, dL/dbias of ``z = (y - mean) invstd gamma + bias`` over ``[T, B, C, H, W]``: with batch
-    statistics (``batch``) through them too, by torch's own batch-norm backward (what the unfused path runs); with
-    running statistics the per-channel affine map's."""
-    need_y, need_weight, need_bias = need
-    if batch:
-        grad_y, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_z.flatten(0, 1), y.flatten(0, 1), weight, None, None, mean, invstd, True, 0.0, [*need]
-        )
-        return (grad_y.view_as(y) if need_y else None), grad_weight, grad_bias
-    dims = (0, 1, 3, 4)
-    channel = (1, 1, -1, 1, 1)
-    g = grad_z.float()
-    grad_y = (g * (invstd * weight).view(channel)).to(y.dtype) if need_y else None
-    grad_weight = (g * (y.float() - mean.view(channel))).sum(dims) * invstd if need_weight else None
-    grad_bias = g.sum(dims) if need_bias else None
-    return grad_y, grad_weight, grad_bias
 
 
 def rounds_with_fma(device: torch.device) -> bool:
@@ -197,6 +182,8 @@ def block_fused(
     # gain is (1 - beta) computed as leak.charge computes it, so the kernel's float32 products match the loop's
     gain = (1 - beta) if decay_input else 1.0
     params = [_scalar(p, y) for p in (beta, gain, threshold)]
+    if not torch.ops.aten.is_non_overlapping_and_dense(y5):  # the norm's backward walks y's storage
+        y5 = y5.contiguous()
     v0 = y.new_empty(0) if v is None else (v[..., None, None] if flat else v)
     tensors = (y5, mean, invstd, weight, bias, *params, v0)
     save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

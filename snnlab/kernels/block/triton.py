@@ -30,6 +30,8 @@ K = 8
 NEURONS = 256
 """Neurons per program at most (BLOCK windows of KK); fewer when that leaves the GPU with too few programs."""
 NUM_WARPS = 4
+ELEMENTWISE = 1024
+"""Elements per program of the batch norm's elementwise backward."""
 
 
 @triton.jit
@@ -139,13 +141,15 @@ def _forward_kernel(
 def _backward_kernel(
     go_ptr, sg_t, sg_b, sg_c, sg_h, sg_w, gv_ptr, sgv_b, sgv_c, sgv_h, sgv_w, y_ptr, sy_t, sy_b, sy_c, sy_h, sy_w,
     ckpt_ptr, mean_ptr, invstd_ptr, weight_ptr, bias_ptr, beta_ptr, gain_ptr, theta_ptr,
-    gz_ptr, sz_t, sz_b, sz_c, sz_h, sz_w, gv0_ptr, sv0_b, sv0_c, sv0_h, sv0_w, gp_ptr,
+    gz_ptr, sz_t, sz_b, sz_c, sz_h, sz_w, gv0_ptr, sv0_b, sv0_c, sv0_h, sv0_w, gp_ptr, part_ptr,
     T, C, H, W, HO, WO, HWIN, WWIN, M, P, v_reset, alpha,
     POOL: tl.constexpr, SIZE: tl.constexpr, DIVISOR: tl.constexpr, SOFT: tl.constexpr, DETACH: tl.constexpr,
     SURROGATE: tl.constexpr, HAS_GO: tl.constexpr, HAS_GV: tl.constexpr, HAS_V0: tl.constexpr,
-    PARAM_GRADS: tl.constexpr, FMA: tl.constexpr, EXACT: tl.constexpr, CL: tl.constexpr, KK: tl.constexpr,
-    K: tl.constexpr, BLOCK: tl.constexpr,
+    PARAM_GRADS: tl.constexpr, AFFINE_GRAD: tl.constexpr, FMA: tl.constexpr, EXACT: tl.constexpr,
+    CL: tl.constexpr, KK: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
+    """dL/dz (dL/dy = dL/dz a with ``AFFINE_GRAD``: running statistics), dL/dv0, the parameters' gradients per
+    program, and per window the batch norm's sums over its neurons and steps: of dL/dz and of dL/dz (y - mean)."""
     pid = tl.program_id(0)
     m, b, c, hw, ww, j, h, w = _windows(pid, C, HWIN, WWIN, SIZE, KK, CL, BLOCK)
     exists = m < M
@@ -165,6 +169,9 @@ def _backward_kernel(
     acc_beta = tl.zeros([BLOCK, KK], tl.float32)
     acc_gain = tl.zeros([BLOCK, KK], tl.float32)
     acc_theta = tl.zeros([BLOCK, KK], tl.float32)
+    sum_dz = tl.zeros([BLOCK, KK], tl.float32)
+    sum_dz_xmu = tl.zeros([BLOCK, KK], tl.float32)
+    mean = tl.load(mean_ptr + c, mask=exists, other=0.0)[:, None]
     zero = tl.zeros([BLOCK, KK], tl.int32)
     row = tl.zeros([BLOCK], tl.int32)
     y_base = y_ptr + b[:, None] * sy_b + c[:, None] * sy_c + h * sy_h + w * sy_w
@@ -178,7 +185,8 @@ def _backward_kernel(
         hs = ()
         v_prev = ()
         zs = ()
-        for k in tl.static_range(K):  # recompute the segment, keeping h (and v[t-1], z for the parameters)
+        xmu = ()
+        for k in tl.static_range(K):  # recompute the segment, keeping h, v[t-1], z and y - mean
             live = zero + (start + k) < T
             y = tl.load(y_base + (start + k) * sy_t, mask=valid & live, other=0.0)
             z = _affine(y.to(tl.float32), a, shift, FMA, EXACT).to(y.dtype).to(tl.float32)
@@ -186,6 +194,7 @@ def _backward_kernel(
             hs = hs + (hm,)
             v_prev = v_prev + (v,)
             zs = zs + (z,)
+            xmu = xmu + (y.to(tl.float32) - mean,)
             v = reset(hm, tl.where(hm - theta > 0, 1.0, 0.0), theta, v_reset, SOFT)
         for k in tl.static_range(K - 1, -1, -1):
             t = start + k
@@ -206,7 +215,12 @@ def _backward_kernel(
             sg = surrogate_grad(u, alpha, SURROGATE)
             dv_dh, dv_dtheta = reset_grads(hm, f, sg, theta, v_reset, SOFT, DETACH)
             gh = tl.where(live & valid, g_s * sg + g_v * dv_dh, 0.0)
-            tl.store(gz_base + t * sz_t, (gain * gh).to(gz_ptr.dtype.element_ty), mask=valid & live)
+            dz = (gain * gh).to(gz_ptr.dtype.element_ty).to(tl.float32)  # as the unfused path stores it
+            sum_dz += dz
+            sum_dz_xmu += dz * xmu[k]
+            if AFFINE_GRAD:
+                dz = dz * a
+            tl.store(gz_base + t * sz_t, dz.to(gz_ptr.dtype.element_ty), mask=valid & live)
             if PARAM_GRADS:
                 acc_beta += gh * v_prev[k]
                 acc_gain += gh * zs[k]
@@ -219,6 +233,24 @@ def _backward_kernel(
         tl.store(gp_ptr + pid, tl.sum(tl.sum(acc_beta, axis=1), axis=0))
         tl.store(gp_ptr + P + pid, tl.sum(tl.sum(acc_gain, axis=1), axis=0))
         tl.store(gp_ptr + 2 * P + pid, tl.sum(tl.sum(acc_theta, axis=1), axis=0))
+    tl.store(part_ptr + m, tl.sum(sum_dz, axis=1), mask=exists)
+    tl.store(part_ptr + M + m, tl.sum(sum_dz_xmu, axis=1), mask=exists)
+
+
+@triton.jit
+def _norm_backward_kernel(g_ptr, y_ptr, mean_ptr, grad_mean_ptr, k_ptr, scale_ptr, N, C, stride_c, BLOCK: tl.constexpr):
+    """dL/dy = (dL/dz - mean of dL/dz - (y - mean) k) invstd gamma over dense g and y of the same strides, in place
+    (k = mean of dL/dz (y - mean) invstd^2): the batch norm's backward through its batch statistics."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < N
+    c = (n // stride_c) % C
+    g = tl.load(g_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + n, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + c, mask=mask, other=0.0)
+    grad_mean = tl.load(grad_mean_ptr + c, mask=mask, other=0.0)
+    k = tl.load(k_ptr + c, mask=mask, other=0.0)
+    scale = tl.load(scale_ptr + c, mask=mask, other=0.0)
+    tl.store(g_ptr + n, ((g - grad_mean - (y - mean) * k) * scale).to(g_ptr.dtype.element_ty), mask=mask)
 
 
 def _like(shape: tuple[int, ...], T: int | None, channels_last: bool, like: Tensor) -> Tensor:
@@ -275,24 +307,36 @@ def backward(
     grad_out: Tensor | None, grad_v: Tensor | None, y: Tensor, saved: Tensor, mean: Tensor, invstd: Tensor,
     weight: Tensor, bias: Tensor, beta: Tensor, gain: Tensor, threshold: Tensor, v0: Tensor, pool: int, size: int,
     divisor: int, soft: bool, v_reset: float, detach_reset: bool, surrogate: int, alpha: float, fma: bool,
-    param_grads: bool,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    batch_stats: bool, param_grads: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     s = _Launch(y, size)
-    grad_z = torch.empty_like(y)
+    grad = torch.empty_like(y)  # dL/dz, then dL/dy in place (y is dense: the same strides)
     grad_v0 = torch.empty_like(v0)
     gp = torch.empty((3, s.grid[0] if param_grads else 0), dtype=torch.float32, device=y.device)
+    part = torch.empty((2, s.M), dtype=torch.float32, device=y.device)
     go = y if grad_out is None else grad_out  # any strides, an expanded view's 0 included
     gv = y[0] if grad_v is None else grad_v
     has_v0 = v0.numel() > 0
     wrap_triton(_backward_kernel)[s.grid](
         go, *go.stride(), gv, *gv.stride(), y, *y.stride(), saved, mean, invstd, weight, bias, beta, gain, threshold,
-        grad_z, *grad_z.stride(), grad_v0, *(grad_v0.stride() if has_v0 else (0,) * 4), gp, *s.sizes(), gp.shape[1],
-        v_reset, alpha,
+        grad, *grad.stride(), grad_v0, *(grad_v0.stride() if has_v0 else (0,) * 4), gp, part, *s.sizes(),
+        gp.shape[1], v_reset, alpha,
         POOL=pool, SIZE=size, DIVISOR=divisor, SOFT=soft, DETACH=detach_reset, SURROGATE=surrogate,
-        HAS_GO=grad_out is not None, HAS_GV=grad_v is not None, HAS_V0=has_v0, PARAM_GRADS=param_grads, FMA=fma,
-        EXACT=exact(), CL=s.channels_last, KK=s.KK, K=K, BLOCK=s.block, num_warps=s.warps, enable_fp_fusion=False,
+        HAS_GO=grad_out is not None, HAS_GV=grad_v is not None, HAS_V0=has_v0, PARAM_GRADS=param_grads,
+        AFFINE_GRAD=not batch_stats, FMA=fma, EXACT=exact(), CL=s.channels_last, KK=s.KK, K=K, BLOCK=s.block,
+        num_warps=s.warps, enable_fp_fusion=False,
     )  # fmt: skip
-    return grad_z, grad_v0, gp
+    # the windows' sums to the channels': windows are numbered (b, hw, ww, c) or (b, c, hw, ww)
+    sums = part.view(2, -1, s.C).sum(1) if s.channels_last else part.view(2, s.B, s.C, -1).sum((1, 3))
+    sum_dz, sum_dz_xmu = sums
+    if batch_stats:
+        count = y.numel() // s.C
+        grad_mean, k = sum_dz / count, sum_dz_xmu * invstd * invstd / count
+        n = y.numel()
+        wrap_triton(_norm_backward_kernel)[(triton.cdiv(n, ELEMENTWISE),)](
+            grad, y, mean, grad_mean, k, invstd * weight, n, s.C, y.stride(2), BLOCK=ELEMENTWISE
+        )
+    return grad, grad_v0, gp, sum_dz_xmu * invstd, sum_dz
 
 
 op = define_block_op("triton", forward, backward)
