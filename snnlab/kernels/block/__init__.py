@@ -33,6 +33,7 @@ a ``torch.library`` custom op (``torch.ops.snnlab.block_triton``), so ``torch.co
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -119,11 +120,15 @@ def define_block_op(
 
 
 def rounds_with_fma(device: torch.device) -> bool:
-    """Whether torch's batch norm on ``device`` rounds ``y a + shift`` (and ``bias - mean a``) as one fused multiply-add:
-    its CPU kernels do when built for a vector unit that has one (AVX2, AVX-512), as measured in
-    ``tests/test_block_fusion.py``; on CUDA the kernel uses the fused form, the more accurate one (cuDNN's rounding
-    is not documented)."""
-    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX")
+    """Whether torch's batch norm on ``device`` rounds ``y a + shift`` (and ``bias - mean a``) as one fused multiply-add.
+    Its CPU kernels do (measured on x86-64 with AVX2, ``tests/test_block_fusion.py``; the compiler contracts them
+    wherever the vector unit has the instruction) except in an x86 build for no vector extension; on CUDA the kernel
+    takes the fused form, the more accurate (cuDNN's rounding is not documented)."""
+    if device.type != "cpu":
+        return True
+    return not (
+        platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    )
 
 
 def batch_statistics(norm: nn.modules.batchnorm._BatchNorm, y: Tensor) -> tuple[Tensor, Tensor, bool]:
