@@ -218,6 +218,7 @@ def pool_size(module: nn.Module) -> Pool | None:
 
 
 def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (a Triton tile's side)."""
     return 1 << max(0, math.ceil(math.log2(n)))
 
 
