@@ -79,7 +79,7 @@ def _build(
             key = kind
             post.append(POST.build(getattr(spec, kind), in_shape=after))
             after = _shape_after(post[-1], after)
-        block = Block(post=post, **parts)
+        block = Block(post=post, fuse=cfg.fuse_blocks == "auto", **parts)
         return block, _shape_after(_StepOnce(block), shape)
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(

@@ -93,6 +93,11 @@ class BlockConfig(BaseModel):
         return self
 
 
+def _yaml_switch(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false (and ``on`` as true): take them as the words ``off`` and ``auto``."""
+    return ("auto" if value else "off") if isinstance(value, bool) else value
+
+
 class NetworkConfig(BaseModel):
     """``network``: the default neuron of every block with a synapse, and the blocks in order.
 
@@ -101,6 +106,11 @@ class NetworkConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    fuse_blocks: typing.Annotated[Literal["auto", "off"], BeforeValidator(_yaml_switch)] = Field(
+        "auto",
+        description="auto: a block of batch norm, LIF and pooling runs them as one fused kernel where a backend has "
+        "one (Triton on CUDA; snnlab.block_fusion); off: every block runs its parts one by one",
+    )
 
     @model_validator(mode="before")
     @classmethod

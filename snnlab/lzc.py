@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .block_fusion import unfused
 from .datasets import DatasetSplits
 from .network import Network
 from .seeding import EVALUATION_SEED, fixed_randomness
@@ -167,7 +168,8 @@ def _features(
     """LZC features and labels, batch by batch, of ``block``'s trains (the inputs' without a network)."""
     for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
         x = x.transpose(0, 1).to(device)  # [B, T, ...] -> [T, B, ...]
-        trains = x if network is None else network.trace(x).blocks[block].spikes
+        with unfused():
+            trains = x if network is None else network.trace(x).blocks[block].spikes
         yield lzc_features(trains), y
 
 

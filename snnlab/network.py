@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .block_fusion import fused_sequence
 from .stateful import State, is_stateful
 
 
@@ -59,9 +60,11 @@ class BlockTrace(NamedTuple):
 
     input: Tensor
     current: Tensor | None
-    """The neuron's input current: synapse, norm and recurrent contribution (None in a residual block)."""
+    """The neuron's input current: synapse, norm and recurrent contribution (None in a residual block, and in a
+    fused block, ``snnlab.block_fusion``)."""
     spikes: Tensor | None
-    """The neuron's output: spikes, or the membrane of a non-spiking neuron (None without a neuron)."""
+    """The neuron's output: spikes, or the membrane of a non-spiking neuron (None without a neuron, and in a fused
+    block that pools)."""
     output: Tensor
     """After the post layers: what the next block receives."""
     state: Any
@@ -73,7 +76,8 @@ class Block(nn.Module):
     """synapse -> norm -> (+ recurrent) -> neuron -> post (pooling, dropout, flatten); any part may be absent.
 
     ``recurrent`` (a module from the previous step's neuron output to current, ``synapses.recurrent``) needs a
-    neuron; the block then loops over time. A stateful synapse receives the sequence with its time axis.
+    neuron; the block then loops over time. A stateful synapse receives the sequence with its time axis. With
+    ``fuse`` a sequence may run the norm, neuron and pooling as one fused op (``snnlab.block_fusion``).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Block(nn.Module):
         neuron: nn.Module | None = None,
         post: Sequence[nn.Module] = (),
         recurrent: nn.Module | None = None,
+        fuse: bool = True,
     ) -> None:
         super().__init__()
         if recurrent is not None and neuron is None:
@@ -92,6 +97,7 @@ class Block(nn.Module):
         self.neuron = neuron
         self.recurrent = recurrent
         self.post = nn.Sequential(*post)
+        self.fuse = fuse
 
     def initial_state(self, like: Tensor) -> BlockState:
         """Every part at rest; each part builds its own initial state from its first input."""
@@ -140,6 +146,13 @@ class Block(nn.Module):
                 c, synapse_state = self.synapse(c, synapse_state)
             else:
                 c = fold(self.synapse, c)
+        fused = fused_sequence(self, c, state.neuron) if self.fuse else None
+        if fused is not None:  # no current, and no spikes where the kernel pooled them
+            s, neuron_state, post, pooled = fused
+            for layer in post:
+                s = fold(layer, s)
+            spikes = None if pooled else fused[0]
+            return BlockTrace(x_seq, None, spikes, s, BlockState(synapse_state, neuron_state, None), None)
         if self.norm is not None:
             c = fold(self.norm, c)
         s, neuron_state, previous = c, state.neuron, state.recurrent

@@ -88,3 +88,25 @@ def test_rules_accuracy_benchmark_smoke(monkeypatch, capsys) -> None:  # type: i
     line = next(row for row in body.splitlines() if row.startswith("| DFA |"))
     seconds, peak = (float(cell) for cell in line.split("|")[4:6])
     assert seconds > 0 and peak >= 0
+
+
+def test_network_step_benchmark_smoke(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """network_step.py trains one step of both networks with every library at smoke sizes on the CPU (no block fuses
+    there), writes its JSON and its RESULTS.md section between its markers."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import network_step
+
+    out, results = tmp_path / "steps.json", tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n<!-- network_step:start -->\nold\n<!-- network_step:end -->\n")
+    argv = ["network_step.py", "--device", "cpu", "--small", "--reps", "1", "--warmup", "0", "--precisions", "fp32"]
+    argv += ["--layouts", "channels_last", "--out", str(out), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    network_step.main()
+    rows = json.loads(out.read_text())["rows"]
+    cases = {(r["network"], r["library"], r["variant"]) for r in rows if "error" not in r}
+    for network in ("dvs", "mlp"):
+        assert {(network, "snnlab", "unfused"), (network, "snnlab", "fused"), (network, "snntorch", "loop")} <= cases
+        assert (network, "spikingjelly", "torch") in cases
+    assert all(r["ms"] > 0 and r["fused_blocks"] in (0, None) for r in rows)
+    text = results.read_text()
+    assert "old" not in text and text.count("network_step:start") == 1 and "| snnlab | fused |" in text

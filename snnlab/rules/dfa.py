@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from ..block_fusion import unfused
 from ..errors import UnsupportedNetwork
 from ..network import Network, NetworkTrace
 from .base import Batch, GradientRule
@@ -101,7 +102,8 @@ class DFA(GradientRule):
     def gradients(self, network: Network, x_seq: Tensor, y: Tensor) -> tuple[NetworkTrace, Tensor]:
         """Accumulate DFA's gradients: the true one for the output block, B_k e at each hidden block's neuron
         output. Returns the trace and the loss."""
-        trace = trace_locally(network, x_seq, self.layers)
+        with unfused():  # the feedback reaches every hidden block's spikes
+            trace = trace_locally(network, x_seq, self.layers)
         loss = self.objective.loss(trace, y)
         (error,) = torch.autograd.grad(loss, trace.output, retain_graph=True)
         self.backward(loss)

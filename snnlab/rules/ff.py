@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from ..block_fusion import unfused
 from ..errors import ConfigError, UnsupportedNetwork
 from ..network import Network
 from .base import Batch, GradientRule
@@ -169,7 +170,8 @@ class ForwardForward(GradientRule):
         h = torch.cat([self._embed(x_seq, y), self._embed(x_seq, wrong)], 1)
         metrics, losses, states, blocks_goodness = {}, [], [], []
         for i, block in enumerate(network.blocks):
-            trace = block.trace(h.detach())
+            with unfused():  # goodness reads every block's spikes
+                trace = block.trace(h.detach())
             h = trace.output
             states.append(trace.state)
             if i in self.layers:
@@ -207,7 +209,8 @@ class ForwardForward(GradientRule):
             return self.head(self._features(network, x_seq))
         classes, n = self.config.classes, x_seq.shape[1]
         labels = torch.arange(classes, device=x_seq.device).repeat_interleave(n)
-        trace = network.trace(self._embed(x_seq.repeat(1, classes, *[1] * (x_seq.dim() - 2)), labels))
+        with unfused():
+            trace = network.trace(self._embed(x_seq.repeat(1, classes, *[1] * (x_seq.dim() - 2)), labels))
         total = sum(goodness(trace.blocks[i].spikes, self.config.goodness) for i in self.read)
         return total.view(classes, n).T
 
@@ -232,7 +235,7 @@ class ForwardForward(GradientRule):
 
     def _features(self, network: Network, x_seq: Tensor) -> Tensor:
         """The read blocks' L2-normalised rates on the neutral label, side by side, without gradient."""
-        with torch.no_grad():
+        with torch.no_grad(), unfused():
             trace = network.trace(self._embed(x_seq, None))
             return torch.cat([F.normalize(features(trace.blocks[i].spikes), dim=1) for i in self.read], 1)
 
