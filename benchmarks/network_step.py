@@ -19,7 +19,7 @@ run its network as built from the YAML with ``network.fuse_blocks`` off or auto;
 fused (0 where no backend has the fused op: the CPU). bf16: ``torch.autocast`` around forward and loss, parameters
 and Adam in float32, as SpikingJelly's and the issue's figures were taken.
 
-Timing (CUDA; ``/work/.library/device/METHOD.md``): CUDA events around each step after ``--warmup`` steps, the
+Timing (CUDA): CUDA events around each step after ``--warmup`` steps, the
 median of ``--reps``; peak memory is ``torch.cuda.max_memory_allocated`` over the timed steps (weights, Adam state
 and the batch included). On the CPU the median of host time, no memory. ``--results FILE`` writes the tables as a
 section of FILE (``benchmarks/RESULTS.md``) between this benchmark's markers.
