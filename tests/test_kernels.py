@@ -329,6 +329,7 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
     from triton.backends.compiler import GPUTarget
 
     kernels = importlib.import_module(f"snnlab.kernels.{model}.triton")
+    common = importlib.import_module("snnlab.kernels.triton_common")
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
@@ -338,18 +339,18 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
         flags = {n: True for n in names if n.startswith("HAS_")}
         constexprs = {**flags, **constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        options = {"num_warps": kernels.NUM_WARPS, "enable_fp_fusion": True}
+        options = {"num_warps": common.NUM_WARPS, "enable_fp_fusion": True}
         return triton.compiler.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
-    common = {"SOFT": True, "EXACT": True, "K": kernels.K, "BLOCK": kernels.BLOCK}
+    shared = {"SOFT": True, "EXACT": True, "K": common.K, "BLOCK": common.BLOCK}
     lif_only = {"DETACH": False, "SURROGATE": 1, "STATS": False} if model == "lif" else {}
-    forward = ptx(kernels._forward_kernel, {**common, "SAVE": True, **lif_only})
+    forward = ptx(kernels._forward_kernel, {**shared, "SAVE": True, **lif_only})
     cut = {"CUT": False} if model == "lif" else {}
-    backward = ptx(kernels._backward_kernel, {**common, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
-    per_step = kernels.BLOCK // (32 * kernels.NUM_WARPS)  # elements per thread
+    backward = ptx(kernels._backward_kernel, {**shared, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
+    per_step = common.BLOCK // (32 * common.NUM_WARPS)  # elements per thread
     assert ".local" not in forward and ".local" not in backward
-    assert forward.count("mul.rn.f32") == products * kernels.K * per_step
-    assert backward.count("mul.rn.f32") == (products * kernels.K - unused) * per_step
+    assert forward.count("mul.rn.f32") == products * common.K * per_step
+    assert backward.count("mul.rn.f32") == (products * common.K - unused) * per_step
 
 
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")

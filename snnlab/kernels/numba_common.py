@@ -1,6 +1,7 @@
 """What every neuron model's Numba kernels (CPU, float32) share: the surrogate derivatives, the per-neuron parameter
-reads, the LIF family's fire-and-reset arithmetic, the parallel-or-serial choice, the arrays the kernels write, and
-the notice printed while a kernel compiles.
+reads, the LIF family's fire-and-reset arithmetic, the parallel-or-serial choice, the arrays the kernels write, the
+notice printed while a kernel compiles, and the op around a model's two kernels (``define_numba_op``: what a
+model's ``numba.py`` ends with).
 
 The kernels run in parallel over chunks of neurons, a loop over T inside and a contiguous loop over the chunk
 that LLVM vectorises. A parameter is one value (a float32 scalar, kept in a register) or one per neuron
@@ -19,6 +20,8 @@ import hashlib
 import math
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ from numba.extending import overload
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .scan_op import SURROGATE_IDS
+from .scan_op import SURROGATE_IDS, ScanModel, ScanOp, define_scan_op
 
 SOURCE_STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 """This file's digest: a closure constant of every kernel (see the module docstring)."""
@@ -125,6 +128,13 @@ def start(s0, out, n0):  # pragma: no cover - compiled
         out[:] = s0[n0 : n0 + out.shape[0]]
 
 
+@numba.njit(cache=True, inline="always")
+def finish(values, out, n0):  # pragma: no cover - compiled
+    """out[n0 : n0 + len(values)] = values, unless ``out`` is empty (an initial state's gradient nobody asked for)."""
+    if out.shape[0] > 0:
+        out[n0 : n0 + values.shape[0]] = values
+
+
 class _CompileNotice(event.Listener):
     """Says on stderr when one of ``_KERNELS`` compiles, and how long it took: the first run after installing
     compiles each for ~10 s at "epoch 1: 0%", which looks like a hang. Later runs load them from Numba's disk
@@ -209,6 +219,12 @@ def output_gradient_row(gs, per_step, has_gs, t, n0, out):  # pragma: no cover -
         out[:] = gs[t, n0 : n0 + out.shape[0]]
 
 
+def reset_options(o: Any) -> tuple[np.float32, bool, np.float32, np.float32]:
+    """The LIF family's reset and surrogate options as its kernels take them: (v_reset, soft, keep, alpha), keep 0
+    with detach_reset (else 1); the forwards without a surrogate take the first two."""
+    return F32(o.v_reset), o.soft, F32(0) if o.detach_reset else F32(1), F32(o.alpha)
+
+
 def unsupported(device: str, dtype: torch.dtype) -> str | None:
     """Why the Numba kernels cannot run an input on ``device`` of ``dtype``, or None."""
     if device != "cpu":
@@ -216,3 +232,67 @@ def unsupported(device: str, dtype: torch.dtype) -> str | None:
     if dtype != torch.float32:
         return f"the numba kernels take float32, the input is {dtype}"
     return None
+
+
+@dataclass(frozen=True)
+class NumbaKernels:
+    """A model's two compiled kernels, called by ``define_numba_op`` in one convention for every model (arrays
+    float32, an empty initial state or final-state gradient is absent: at rest, no gradient)::
+
+        forward(x, *initial states, *params, *forward_options(o), out, *final states[, statistics], chunk)
+        backward(gs, gs_per_step, has_gs, *final-state gradients, x, *initial states, *params,
+                 *backward_options(o), param_grads, gx, *initial-state gradients, gp, chunk)
+
+    ``gs`` is ``output_gradient``'s; ``statistics`` (``[stats_rows, N]``, ``[0, N]`` unless asked) is passed only
+    to a model with rate statistics. ``o`` is the op's options (``ScanModel.option_fields``).
+    """
+
+    forward: Callable[[Any, bool, bool], Any]
+    """(o, stats, parallel) -> the compiled forward."""
+    backward: Callable[[Any, bool], Any]
+    """(o, parallel) -> the compiled backward."""
+    forward_options: Callable[[Any], tuple] = lambda o: ()
+    backward_options: Callable[[Any], tuple] = lambda o: ()
+    stats_rows: int = 0
+    """Rows of rate statistics the forward accumulates (0: none; ``rate_statistics`` runs the loop)."""
+    backward_buffers: int = 1
+    """T x chunk buffers the backward recomputes (``chunk_size``)."""
+    scalar_params: bool = True
+    """Pass a one-value parameter as a float32 scalar (kept in a register; one compile per mix of scalar and
+    per-neuron parameters), else every parameter as an array (one compile for any mix)."""
+
+
+def define_numba_op(model: ScanModel, kernels: NumbaKernels) -> ScanOp:
+    """``torch.ops.snnlab.<model>_numba`` (``scan_op.define_scan_op``) around ``kernels``: the outputs allocated,
+    the tensors handed over as arrays, the chunk size and the thread pool chosen."""
+    read = param if kernels.scalar_params else np_
+
+    def forward(x, states, params, o, save, stats):  # scan_op.Forward
+        if stats and not kernels.stats_rows:
+            raise NotImplementedError(
+                f"the {model.name} kernels keep no rate statistics (rate_statistics runs the loop)"
+            )
+        T, N = x.shape
+        out, final = empty(x.shape), [x.new_empty(N, dtype=s.dtype) for s in states]
+        statistics = empty((kernels.stats_rows if stats else 0, N))
+        chunk = chunk_size(T)
+        kernels.forward(o, stats, parallel(N, chunk))(
+            np_(x), *map(np_, states), *map(read, params), *kernels.forward_options(o), out.numpy(),
+            *(f.numpy() for f in final), *([statistics.numpy()] if kernels.stats_rows else []), chunk,
+        )  # fmt: skip
+        return out, final, empty((0, N)), statistics
+
+    def backward(grad_out, grad_states, x, states, params, saved, o, param_grads):  # scan_op.Backward
+        T, N = x.shape
+        gs, per_step = output_gradient(grad_out, x)
+        # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
+        final = [x.new_empty(0) if g is None else g.contiguous() for g in grad_states]
+        gx, g_states, gp = empty(x.shape), [torch.empty_like(s) for s in states], empty((len(params) * param_grads, N))
+        chunk = chunk_size(T, kernels.backward_buffers)
+        kernels.backward(o, parallel(N, chunk))(
+            np_(gs), per_step, grad_out is not None, *map(np_, final), np_(x), *map(np_, states), *map(read, params),
+            *kernels.backward_options(o), param_grads, gx.numpy(), *(g.numpy() for g in g_states), gp.numpy(), chunk,
+        )  # fmt: skip
+        return gx, g_states, gp
+
+    return define_scan_op(model, "numba", forward, backward, saved_rows=lambda T: 0)

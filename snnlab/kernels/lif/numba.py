@@ -12,34 +12,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numba
 import numpy as np
-import torch
 from numba import prange
-from torch import Tensor
 
 from ..numba_common import (
     F32,
     SOURCE_STAMP,
+    NumbaKernels,
     at,
     chunk_of,
-    chunk_size,
-    empty,
+    define_numba_op,
+    finish,
     named,
-    np_,
-    output_gradient,
     output_gradient_row,
-    parallel,
-    param,
     reset,
     reset_grads,
+    reset_options,
     start,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
-from ..scan_op import define_scan_op
 from . import LIF_MODEL
 
 
@@ -95,9 +89,10 @@ def _forward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
     stamp = SOURCE_STAMP  # another: the shared pieces' source (numba_common)
 
     @numba.njit(parallel=parallel, cache=True)
-    def forward(x, v0, beta, gain, theta, hard, v_reset, keep, alpha, spikes, v, statistics, chunk):  # pragma: no cover
+    def forward(x, v0, beta, gain, theta, v_reset, soft, keep, alpha, spikes, v, statistics, chunk):  # pragma: no cover
         stamp  # noqa: B018 - in the closure, hence in the cache key
         T, N = x.shape
+        hard = F32(0) if soft else F32(1)
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             b, g, th = chunk_of(beta, n0, n1 - n0), chunk_of(gain, n0, n1 - n0), chunk_of(theta, n0, n1 - n0)
@@ -122,7 +117,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, carry, alpha, param_grads, gx, gv0,
+        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, alpha, carry, param_grads, gx, gv0,
         gp, chunk,
     ):  # fmt: skip
         stamp  # noqa: B018 - in the closure, hence in the cache key
@@ -137,10 +132,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             start(v0, a, n0)
             for t in range(T):
                 _step_row(x[t, n0:n1], a, hs[t], b, gn, th, hard, v_reset, False)
-            if gv.shape[0] == 0:  # no gradient reaches the final membrane
-                a[:] = 0
-            else:
-                a[:] = gv[n0:n1]
+            start(gv, a, n0)  # the final membrane's gradient (0 without one)
             g = np.zeros(m, np.float32)
             v_prev = np.empty(m, np.float32)
             sums = np.zeros((3, m), np.float32)  # per neuron: dL/dbeta, dL/dgain, dL/dtheta
@@ -164,51 +156,21 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
                     gxt[i] = at(gn, i) * gh
                     a[i] = at(b, i) * gh * carry
-            if gv0.shape[0] > 0:
-                gv0[n0:n1] = a
+            finish(a, gv0, n0)
             if param_grads:
                 gp[:, n0:n1] = sums
 
     return named(backward, "LIF", "backward", kind, parallel)
 
 
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    (v0,) = states
-    T, N = x.shape
-    spikes, v = empty(x.shape), x.new_empty(N, dtype=v0.dtype)
-    statistics = empty((5 if stats else 0, N))
-    _forward_kernel(o.surrogate if stats else -1, parallel(N, chunk_size(T)))(
-        np_(x), np_(v0), *map(param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
-        F32(0) if o.detach_reset else F32(1), F32(o.alpha), spikes.numpy(), v.numpy(), statistics.numpy(), chunk_size(T),
-    )  # fmt: skip
-    return spikes, [v], x.new_empty((0, N)), statistics
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v,), (v0,) = grad_states, states
-    T, N = x.shape
-    gs, per_step = output_gradient(grad_out, x)
-    # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
-    gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
-    gx, gv0, gp = empty(x.shape), torch.empty_like(v0), empty((3 if param_grads else 0, N))
-    _backward_kernel(o.surrogate, parallel(N, chunk_size(T)))(
-        np_(gs), per_step, grad_out is not None, np_(gv), np_(x), np_(v0), *map(param, params), F32(o.v_reset), o.soft,
-        F32(0) if o.detach_reset else F32(1), F32(0) if o.cut else F32(1), F32(o.alpha), param_grads, gx.numpy(),
-        gv0.numpy(), gp.numpy(), chunk_size(T),
-    )  # fmt: skip
-    return gx, [gv0], gp
-
-
-op = define_scan_op(LIF_MODEL, "numba", forward, backward, saved_rows=lambda T: 0)
+op = define_numba_op(
+    LIF_MODEL,
+    NumbaKernels(
+        forward=lambda o, stats, parallel: _forward_kernel(o.surrogate if stats else -1, parallel),
+        backward=lambda o, parallel: _backward_kernel(o.surrogate, parallel),
+        forward_options=reset_options,
+        backward_options=lambda o: (*reset_options(o), F32(0) if o.cut else F32(1)),
+        stats_rows=5,
+    ),
+)
 """``torch.ops.snnlab.lif_numba`` behind its ``ScanOp`` wrapper."""
