@@ -101,6 +101,11 @@ class NetworkConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous",
+        description="how [C, H, W] maps are stored: contiguous (NCHW, as the data comes) or channels_last (NHWC: "
+        "inputs, convolution weights and every layer's output, the fused neurons' included)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -353,17 +353,21 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
     assert backward.count("mul.rn.f32") == (products * common.K - unused) * per_step
 
 
+INTERPRETED = ("test_alif_cuba.py", "test_memory_format.py")
+"""The other files whose ``triton-cpu`` cases ``test_triton_interpreter`` runs."""
+
+
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
-    """This file's Triton cases and ``test_alif_cuba.py``'s, on the CPU through ``TRITON_INTERPRET=1`` (read at import,
-    hence the subprocess, one for both)."""
+    """This file's Triton cases and those of ``INTERPRETED``, on the CPU through ``TRITON_INTERPRET=1`` (read at
+    import, hence the subprocess, one for all)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         str(Path(__file__).with_name("test_alif_cuba.py")), "-k", "triton-cpu"],
+         *(str(Path(__file__).with_name(name)) for name in INTERPRETED), "-k", "triton-cpu"],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
