@@ -353,7 +353,7 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
     assert backward.count("mul.rn.f32") == (products * common.K - unused) * per_step
 
 
-INTERPRETED = ("test_alif_cuba.py", "test_memory_format.py")
+INTERPRETED = ("test_alif_cuba.py", "test_memory_format.py", "test_mixed_precision.py")
 """The other files whose ``triton-cpu`` cases ``test_triton_interpreter`` runs."""
 
 

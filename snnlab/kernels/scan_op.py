@@ -5,8 +5,9 @@ A model declares once, in a ``ScanModel``, its state variables, its parameters, 
 fires through a surrogate; the factory writes the operator schemas from those names. A backend supplies two
 functions over flat tensors, the same for every model:
 
-* ``forward(x, states, params, options, save, stats) -> (out, states, saved, stats)``: ``x`` ``[T, N]``; each state
-  ``[N]`` (``[0]`` for a neuron at rest, which spares a fill and a read); each parameter 1-D of a length ``P`` that
+* ``forward(x, states, params, options, save, stats) -> (out, states, saved, stats)``: ``x`` ``[T, N]`` (float32 or
+  a lower precision the backend takes); each state ``[N]`` float32 (``[0]`` for a neuron at rest, which spares a fill
+  and a read); each parameter 1-D of a length ``P`` that
   divides N; ``options`` a named tuple of the static options (then ``surrogate`` and ``alpha``). It returns the
   output ``[T, N]`` (x's dtype), the final states ``[N]``, what backward needs (``[rows, N]`` float32, ``rows =
   saved_rows(T)`` when ``save``, else 0) and, when ``stats``, ``[2 + n_params, N]`` float32: the rate, its
@@ -132,7 +133,12 @@ def _per_neuron(p: Tensor | float, shape: torch.Size, order: Sequence[int], like
 
 class ScanOp:
     """A model's op on one backend, called on a sequence ``[T, ...]`` with states shaped like a step (None: at rest)
-    and parameters that are floats, 0-d or per-neuron tensors."""
+    and parameters that are floats, 0-d or per-neuron tensors.
+
+    Precision: the op runs in its input's dtype, under autocast too (autocast passes custom ops by, and nothing here
+    casts the sequence): a float32, bfloat16 or float16 sequence is read and the output and the input's gradient are
+    written in that dtype, while parameters, states and the membrane are float32 (the final states are returned in
+    float32, so a sequence continued in chunks keeps the membrane the kernel kept)."""
 
     def __init__(self, model: ScanModel, backend: str, op: Callable[..., tuple[Tensor, ...]]) -> None:
         self.model = model
@@ -160,11 +166,11 @@ class ScanOp:
         back = sorted(range(len(order)), key=order.__getitem__)  # the permutation that undoes it
         stored = [shape[d] for d in order]  # a sample's shape in storage order
 
-        def flat(t: Tensor) -> Tensor:  # a sample-shaped tensor as the kernels read it: a view, when it is stored so
-            return t.expand(shape).permute(*order).reshape(-1).contiguous()
+        def flat(t: Tensor) -> Tensor:  # a state as the kernels read it: a view, when it is stored so in float32
+            return t.expand(shape).permute(*order).reshape(-1).to(torch.float32).contiguous()
 
         x = x_seq.permute(0, *(d + 1 for d in order)).reshape(T, -1).contiguous()
-        flat_states = [x.new_empty(0) if s is None else flat(s) for s in states]
+        flat_states = [x.new_empty(0, dtype=torch.float32) if s is None else flat(s) for s in states]
         flat_params = [_per_neuron(p, shape, order, x) for p in params]
         if self.model.surrogate:
             if surrogate is None:

@@ -1,5 +1,5 @@
-"""Numba kernels of ALIF for the CPU (float32), on the pieces every model's Numba kernels share
-(``snnlab.kernels.numba_common``).
+"""Numba kernels of ALIF for the CPU (float32 arithmetic on float32 or bfloat16 activations), on the pieces every
+model's Numba kernels share (``snnlab.kernels.numba_common``).
 
 Saved for backward: nothing but references to the input ``x`` and the initial states. The backward recomputes its
 chunk's pre-reset membrane h and adaptation a over all T into two T x chunk buffers that stay in cache (the forward's
@@ -24,11 +24,13 @@ from ..numba_common import (
     chunk_of,
     define_numba_op,
     finish,
+    load,
     named,
     output_gradient_row,
     reset,
     reset_options,
     start,
+    store,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
@@ -43,9 +45,9 @@ def _step_row(x, v, a, out, beta, gain, rho, gain_a, beta_a, b0, hard, v_reset, 
     """One step for a chunk, v and a updated in place as ``ALIF.step`` computes them; ``out`` gets the spikes or h."""
     for i in range(v.shape[0]):
         threshold = at(b0, i) + at(beta_a, i) * a[i]
-        h = at(beta, i) * v[i] + at(gain, i) * x[i]
+        h = at(beta, i) * v[i] + at(gain, i) * load(x, i)
         f = F32(h - threshold > F32(0))
-        out[i] = f if spikes else h
+        store(out, i, f if spikes else h)
         v[i] = reset(h, threshold, hard, v_reset)
         a[i] = at(rho, i) * a[i] + at(gain_a, i) * f
 
@@ -112,6 +114,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             sums = np.zeros((6, m), np.float32)  # per neuron: beta, gain, rho, gain_a, beta_a, b0
             for t in range(T - 1, -1, -1):
                 output_gradient_row(gs, gs_per_step, has_gs, t, n0, go)
+                xt, gxt = x[t], gx[t]
                 if param_grads and t == 0:
                     start(v0, v_prev, n0)
                 elif param_grads:
@@ -133,12 +136,12 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                     gthreshold = av[i] * dv_dthreshold - gu
                     if param_grads:
                         sums[0, i] += gh * v_prev[i]
-                        sums[1, i] += gh * x[t, n0 + i]
+                        sums[1, i] += gh * load(xt, n0 + i)
                         sums[2, i] += aa[i] * a_prev
                         sums[3, i] += aa[i] * f
                         sums[4, i] += gthreshold * a_prev
                         sums[5, i] += gthreshold
-                    gx[t, n0 + i] = at(g, i) * gh
+                    store(gxt, n0 + i, at(g, i) * gh)
                     aa[i] = at(r, i) * aa[i] + at(ba, i) * gthreshold
                     av[i] = at(b, i) * gh
             finish(av, gv0, n0)

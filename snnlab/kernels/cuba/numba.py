@@ -1,5 +1,5 @@
-"""Numba kernels of CUBA-LIF for the CPU (float32), on the pieces every model's Numba kernels share
-(``snnlab.kernels.numba_common``).
+"""Numba kernels of CUBA-LIF for the CPU (float32 arithmetic on float32 or bfloat16 activations), on the pieces every
+model's Numba kernels share (``snnlab.kernels.numba_common``).
 
 Saved for backward: nothing but references to the input ``x`` and the initial states. The backward recomputes its
 chunk's pre-reset membrane h and synaptic current i over all T into two T x chunk buffers that stay in cache (the
@@ -25,12 +25,14 @@ from ..numba_common import (
     chunk_of,
     define_numba_op,
     finish,
+    load,
     named,
     output_gradient_row,
     reset,
     reset_grads,
     reset_options,
     start,
+    store,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
@@ -45,10 +47,10 @@ def _step_row(x, v, cur, out, beta, gain, alpha_syn, gain_syn, theta, hard, v_re
     """One step for a chunk, v and the current updated in place as ``CubaLIF.step`` computes them; ``out`` gets the
     spikes or h."""
     for i in range(v.shape[0]):
-        c = at(alpha_syn, i) * cur[i] + at(gain_syn, i) * x[i]
+        c = at(alpha_syn, i) * cur[i] + at(gain_syn, i) * load(x, i)
         h = at(beta, i) * v[i] + at(gain, i) * c
         th = at(theta, i)
-        out[i] = F32(h - th > F32(0)) if spikes else h
+        store(out, i, F32(h - th > F32(0)) if spikes else h)
         v[i] = reset(h, th, hard, v_reset)
         cur[i] = c
 
@@ -118,6 +120,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             sums = np.zeros((5, m), np.float32)  # per neuron: beta, gain, alpha_syn, gain_syn, theta
             for t in range(T - 1, -1, -1):
                 output_gradient_row(gs, gs_per_step, has_gs, t, n0, go)
+                xt, gxt = x[t], gx[t]
                 if param_grads and t == 0:
                     start(v0, v_prev, n0)
                     start(i0, i_prev, n0)
@@ -136,9 +139,9 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                         sums[0, i] += gh * v_prev[i]
                         sums[1, i] += gh * currents[t, i]
                         sums[2, i] += gc * i_prev[i]
-                        sums[3, i] += gc * x[t, n0 + i]
+                        sums[3, i] += gc * load(xt, n0 + i)
                         sums[4, i] += av[i] * dv_dtheta - go[i] * sg
-                    gx[t, n0 + i] = at(gsyn, i) * gc
+                    store(gxt, n0 + i, at(gsyn, i) * gc)
                     ai[i] = at(al, i) * gc
                     av[i] = at(b, i) * gh
             finish(av, gv0, n0)

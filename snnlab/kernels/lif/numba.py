@@ -1,5 +1,6 @@
-"""Numba kernels of the LIF family for the CPU (float32), on the pieces every model's Numba kernels share
-(``snnlab.kernels.numba_common``: chunks of neurons in parallel, per-neuron parameters, the reset's arithmetic).
+"""Numba kernels of the LIF family for the CPU (float32 arithmetic on float32 or bfloat16 activations), on the pieces
+every model's Numba kernels share (``snnlab.kernels.numba_common``: chunks of neurons in parallel, per-neuron
+parameters, the reset's arithmetic).
 
 Saved for backward: nothing but references to the input ``x`` and the initial membrane. The backward recomputes its
 chunk's membrane over all T into a T x chunk buffer that stays in cache (the same float operations as the forward,
@@ -25,12 +26,14 @@ from ..numba_common import (
     chunk_of,
     define_numba_op,
     finish,
+    load,
     named,
     output_gradient_row,
     reset,
     reset_grads,
     reset_options,
     start,
+    store,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
@@ -42,8 +45,8 @@ def _step_row(x, v, out, beta, gain, theta, hard, v_reset, spikes):  # pragma: n
     """One step for a chunk: h = beta v + gain x, v <- its reset in place; ``out`` gets the spikes or h."""
     for i in range(v.shape[0]):
         th = at(theta, i)
-        h = at(beta, i) * v[i] + at(gain, i) * x[i]
-        out[i] = F32(h - th > F32(0)) if spikes else h
+        h = at(beta, i) * v[i] + at(gain, i) * load(x, i)
+        store(out, i, F32(h - th > F32(0)) if spikes else h)
         v[i] = reset(h, th, hard, v_reset)
 
 
@@ -58,21 +61,23 @@ def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, al
     k = np.zeros((4, m), np.float32)  # dv[t-1]/dq
     acc = np.zeros((5, m), np.float32)
     for t in range(T):
+        xt = x[t]
         for i in range(m):
             beta, gain, theta = at(b, i), at(g, i), at(th, i)
-            h = beta * v[i] + gain * x[t, i]
+            x_i = load(xt, i)
+            h = beta * v[i] + gain * x_i
             u = h - theta
             f = F32(u > F32(0))
             sg = surrogate(u, alpha, kind)
             dv_dh, dv_dtheta = reset_grads(h, f, sg, theta, v_reset, soft, keep)
-            kc, kb, kg, kt = gain + beta * k[0, i], v[i] + beta * k[1, i], x[t, i] + beta * k[2, i], beta * k[3, i]
+            kc, kb, kg, kt = gain + beta * k[0, i], v[i] + beta * k[1, i], x_i + beta * k[2, i], beta * k[3, i]
             acc[0, i] += f
             acc[1, i] += sg * kc
             acc[2, i] += sg * kb
             acc[3, i] += sg * kg
             acc[4, i] += sg * (kt - F32(1))
             k[0, i], k[1, i], k[2, i], k[3, i] = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
-            spikes[t, i] = f
+            store(spikes[t], i, f)
             v[i] = reset(h, theta, hard, v_reset)
     for r in range(5):
         for i in range(m):
@@ -152,9 +157,9 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                     gh = g[i] * sg + a[i] * dv_dh
                     if param_grads:
                         sums[0, i] += gh * v_prev[i]
-                        sums[1, i] += gh * xt[i]
+                        sums[1, i] += gh * load(xt, i)
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
-                    gxt[i] = at(gn, i) * gh
+                    store(gxt, i, at(gn, i) * gh)
                     a[i] = at(b, i) * gh * carry
             finish(a, gv0, n0)
             if param_grads:

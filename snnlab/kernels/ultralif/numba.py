@@ -1,6 +1,6 @@
-"""Numba kernels of UltraLIF for the CPU (float32): parallel over chunks of neurons, a loop over T inside, as the LIF
-kernels (``snnlab.kernels.lif.numba``), on the chunking, parameter buffers and thread policy of
-``snnlab.kernels.numba_common``.
+"""Numba kernels of UltraLIF for the CPU (float32 arithmetic, float32 or bf16 activations): parallel over chunks of
+neurons, a loop over T inside, as the LIF kernels (``snnlab.kernels.lif.numba``), on the chunking, parameter buffers
+and thread policy of ``snnlab.kernels.numba_common``.
 
 Saved for backward: nothing but references to the input and the initial membrane. The backward recomputes its
 chunk's membranes over all T into a T x chunk buffer that stays in cache, then runs back in time through it.
@@ -23,9 +23,11 @@ from ..numba_common import (
     chunk_of,
     define_numba_op,
     finish,
+    load,
     named,
     output_gradient_row,
     start,
+    store,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import ULTRALIF_MODEL
@@ -63,10 +65,11 @@ def _forward_kernel(parallel: bool) -> Callable[..., None]:
             vc = v[n0:n1]
             start(v0, vc, n0)
             for t in range(T):
+                xt, out_t = x[t], out[t]
                 for i in range(n1 - n0):
-                    h = _charge(vc[i], x[t, n0 + i], at(lt, i), at(ep, i))[0]
+                    h = _charge(vc[i], load(xt, n0 + i), at(lt, i), at(ep, i))[0]
                     s = _fire(h, at(th, i), at(ep, i))[0]
-                    out[t, n0 + i] = s
+                    store(out_t, n0 + i, s)
                     vc[i] = h * (F32(1) - s)
 
     return named(forward, "UltraLIF", "forward", -1, parallel)
@@ -91,8 +94,9 @@ def _backward_kernel(parallel: bool) -> Callable[..., None]:
             vs = np.empty((T + 1, m), np.float32)  # vs[t]: the membrane before step t
             start(v0, vs[0], n0)
             for t in range(T):
+                xt = x[t]
                 for i in range(m):
-                    h = _charge(vs[t, i], x[t, n0 + i], at(lt, i), at(ep, i))[0]
+                    h = _charge(vs[t, i], load(xt, n0 + i), at(lt, i), at(ep, i))[0]
                     vs[t + 1, i] = h * (F32(1) - _fire(h, at(th, i), at(ep, i))[0])
             b = np.empty(m, np.float32)  # dL/dv[t]
             start(gv, b, n0)
@@ -100,16 +104,17 @@ def _backward_kernel(parallel: bool) -> Callable[..., None]:
             sums = np.zeros((3, m), np.float32)  # per neuron: dL/dln_tau, dL/deps, dL/dtheta
             for t in range(T - 1, -1, -1):
                 output_gradient_row(gs, gs_per_step, has_gs, t, n0, go)
+                xt, gxt = x[t], gx[t]
                 for i in range(m):
                     eps_i = at(ep, i)
-                    h, e, d = _charge(vs[t, i], x[t, n0 + i], at(lt, i), eps_i)
+                    h, e, d = _charge(vs[t, i], load(xt, n0 + i), at(lt, i), eps_i)
                     s, u = _fire(h, at(th, i), eps_i)
                     g = go[i]
                     small = e / (F32(1) + e)  # the weight of the smaller term
                     p = F32(1) - small if d >= F32(0) else small
                     c_theta = (b[i] * h - g) * (s * (F32(1) - s)) / eps_i
                     gh = b[i] * (F32(1) - s) - c_theta
-                    gx[t, n0 + i] = gh * (F32(1) - p)
+                    store(gxt, n0 + i, gh * (F32(1) - p))
                     b[i] = gh * p
                     if param_grads:
                         sums[0, i] += gh * p
