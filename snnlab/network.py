@@ -257,6 +257,9 @@ class Network(nn.Module):
         if memory_format == "channels_last":
             self.to(memory_format=torch.channels_last)
 
+    def extra_repr(self) -> str:
+        return "" if self.memory_format == "contiguous" else f"memory_format={self.memory_format}"
+
     def initial_state(self, like: Tensor) -> list[Any]:
         return [None] * len(self.blocks)
 
