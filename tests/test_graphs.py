@@ -48,9 +48,13 @@ def op_arguments(model: str, device: str, stats: bool = False) -> tuple:
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param("numba", marks=pytest.mark.skipif(not _can_run("numba", "cpu"), reason="needs numba")),
         pytest.param(
-            "triton", marks=pytest.mark.skipif(not CUDA or not _can_run("triton", "cuda"), reason="needs CUDA")
+            "numba", marks=pytest.mark.skipif(not _can_run("numba", "cpu"), reason="needs numba"), id="numba-cpu"
+        ),
+        pytest.param(
+            "triton",
+            marks=pytest.mark.skipif(not CUDA or not _can_run("triton", "cuda"), reason="needs CUDA"),
+            id="triton-cuda",
         ),
     ],
 )
