@@ -35,7 +35,8 @@ EOF
 cat "$OUT/env.txt"
 
 echo "== CUDA kernel tests (log: $OUT/tests_cuda.txt)"
-timeout 250 python -m pytest -q -p no:cacheprovider tests/test_kernels.py -k "cuda or hopper" --durations=5 \
+timeout 250 python -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_memory_format.py \
+    tests/test_mixed_precision.py tests/test_graphs.py -k "cuda or hopper" --durations=5 \
     > "$OUT/tests_cuda.txt" 2>&1
 echo "pytest exit code $?" >> "$OUT/tests_cuda.txt"
 

@@ -315,12 +315,12 @@ def measure(case: Case, T: int, N: int, device: str, reps: int, memory: bool = T
 
 def sweep_triton(reps: int, T: int = 32, N: int = 2**20) -> dict[str, int]:
     """Time forward+backward for a few (BLOCK, NUM_WARPS, K) and keep the fastest for the rest of the run."""
-    from snnlab.kernels.lif import triton as triton_lif
+    from snnlab.kernels import triton_common
 
     configs = [(256, 4, 8), (512, 4, 8), (512, 8, 8), (1024, 8, 8), (256, 4, 16), (128, 4, 8)]
     results = []
     for block, warps, k in configs:
-        triton_lif.BLOCK, triton_lif.NUM_WARPS, triton_lif.K = block, warps, k
+        triton_common.BLOCK, triton_common.NUM_WARPS, triton_common.K = block, warps, k
         try:
             row = measure(snnlab_case("triton"), T, N, "cuda", reps, memory=False)
             results.append((row.get("fwdbwd_graph_ms") or row["fwdbwd_ms"], row["fwd_ms"], block, warps, k))
@@ -329,7 +329,7 @@ def sweep_triton(reps: int, T: int = 32, N: int = 2**20) -> dict[str, int]:
         except Exception as exc:
             print(f"  sweep BLOCK={block} NUM_WARPS={warps} K={k}: failed ({exc})")
     _, _, block, warps, k = min(results) if results else (0, 0, *configs[0])
-    triton_lif.BLOCK, triton_lif.NUM_WARPS, triton_lif.K = block, warps, k
+    triton_common.BLOCK, triton_common.NUM_WARPS, triton_common.K = block, warps, k
     print(f"  using BLOCK={block} NUM_WARPS={warps} K={k}")
     return {"BLOCK": block, "NUM_WARPS": warps, "K": k, "sweep": [list(r) for r in results]}
 

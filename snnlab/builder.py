@@ -26,13 +26,23 @@ def build_network(
     line saying so is appended to ``notes``.
     Raises ``ConfigError`` naming ``network.blocks[i]...`` when sizes do not chain.
     """
+    if cfg.memory_format == "channels_last" and len(input_shape) != 3:
+        raise ConfigError(
+            [
+                (
+                    "network.memory_format",
+                    f"channels_last orders the channels of [C, H, W] inputs; this network's input is "
+                    f"{list(input_shape)} (contiguous, or data whose steps are maps: data.flatten: false)",
+                )
+            ]
+        )
     synapse_blocks = [i for i, b in enumerate(cfg.blocks) if b.synapse_kind() is not None]
     output_index = synapse_blocks[-1] if membrane_output and synapse_blocks else None
     blocks, shape = [], tuple(input_shape)
     for i, spec in enumerate(cfg.blocks):
         block, shape = _build(spec, shape, cfg, f"network.blocks[{i}]", swap=i == output_index, notes=notes)
         blocks.append(block)
-    return Network(blocks)
+    return Network(blocks, memory_format=cfg.memory_format)
 
 
 def output_shape(network: Network, input_shape: tuple[int, ...]) -> tuple[int, ...]:

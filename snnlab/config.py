@@ -111,6 +111,11 @@ class NetworkConfig(BaseModel):
         description="auto: a block of batch norm, LIF and pooling runs them as one fused kernel where a backend has "
         "one (Triton on CUDA; snnlab.block_fusion); off: every block runs its parts one by one",
     )
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous",
+        description="how [C, H, W] maps are stored: contiguous (NCHW, as the data comes) or channels_last (NHWC: "
+        "inputs, convolution weights and every layer's output, the fused neurons' included)",
+    )
 
     @model_validator(mode="before")
     @classmethod

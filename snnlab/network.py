@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -29,10 +29,24 @@ from torch import Tensor, nn
 from .block_fusion import fused_sequence
 from .stateful import State, is_stateful
 
+MemoryFormat = Literal["contiguous", "channels_last"]
+"""How a network stores ``[C, H, W]`` maps: as the data comes (NCHW), or with the channels innermost (NHWC)."""
+
 
 def fold(module: nn.Module, x_seq: Tensor) -> Tensor:
-    """Apply a per-step layer to every step of ``[T, B, ...]`` at once."""
+    """Apply a per-step layer to every step of ``[T, B, ...]`` at once (views on the way in and out, whatever the
+    memory format of the steps)."""
     return module(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
+
+
+def in_memory_format(x: Tensor, memory_format: MemoryFormat) -> Tensor:
+    """``x`` (a sequence ``[T, B, C, H, W]`` or a step ``[B, C, H, W]``) stored channels last within each sample: one
+    copy, none when it already is; other shapes, and ``contiguous``, as they are."""
+    if memory_format == "contiguous" or x.dim() not in (4, 5):
+        return x
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def regularization_of(module: nn.Module | None, output: Tensor) -> Tensor | None:
@@ -243,11 +257,21 @@ class NetworkTrace(NamedTuple):
 class Network(nn.Module):
     """Blocks in order. ``forward`` runs a sequence, ``step`` one time step, ``trace`` and ``trace_step`` also
     return every block's intermediates and the modules' regularisation terms. States are lists with one entry
-    per block (None: at rest)."""
+    per block (None: at rest).
 
-    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+    ``memory_format="channels_last"`` stores the convolution weights and every input map channels last (NHWC within
+    each sample, ``in_memory_format``): convolution, batch norm, pooling and the fused neurons keep that layout, so
+    the whole network runs on it without a conversion between layers."""
+
+    def __init__(self, blocks: Sequence[nn.Module], memory_format: MemoryFormat = "contiguous") -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.memory_format = memory_format
+        if memory_format == "channels_last":
+            self.to(memory_format=torch.channels_last)
+
+    def extra_repr(self) -> str:
+        return "" if self.memory_format == "contiguous" else f"memory_format={self.memory_format}"
 
     def initial_state(self, like: Tensor) -> list[Any]:
         return [None] * len(self.blocks)
@@ -255,6 +279,7 @@ class Network(nn.Module):
     def _run(self, x: Tensor, states: Sequence[Any] | None, step: bool) -> NetworkTrace:
         states = list(states) if states is not None else [None] * len(self.blocks)
         traces, reg = [], None
+        x = in_memory_format(x, self.memory_format)
         for i, block in enumerate(self.blocks):
             trace = block.trace_step(x, states[i]) if step else block.trace(x, states[i])
             x, states[i], reg = trace.output, trace.state, _add(reg, trace.regularization)

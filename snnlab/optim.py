@@ -181,3 +181,8 @@ class TrainConfig(BaseModel):
     init: str | None = Field(None, description="start from these network weights: a run folder or a .safetensors file")
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    cuda_graphs: bool = Field(
+        False,
+        description="replay BPTT's forward and backward through the network as CUDA graphs, captured on the first "
+        "batch (CUDA, rule bptt, data.drop_last: true)",
+    )

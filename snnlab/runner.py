@@ -34,6 +34,7 @@ from .kernels.threads import set_threads
 from .network import Network
 from .objectives import OBJECTIVES, Objective
 from .rules import RULES, Rule
+from .rules.graphed import check_cuda_graphs
 from .run_folder import RunFolder
 from .sampling import EpochSampler, SeededSamples
 from .seeding import fixed_randomness, rng_states, seed_everything, set_rng_states
@@ -206,6 +207,7 @@ class Training:
 
     def __init__(self, cfg: ExperimentConfig, source: str, ctx: Context, resume: Path | None, label: str = "") -> None:
         self.cfg, self.source, self.ctx = cfg, source, ctx
+        check_cuda_graphs(cfg, ctx.device)
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.splits, self.network, objective, _ = build_experiment(cfg)

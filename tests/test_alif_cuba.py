@@ -292,8 +292,8 @@ def test_triton_cuda_graph_compile_and_bf16(model: str) -> None:
         assert torch.equal(spikes, s_ref)
         for a, b in zip(grads, g_ref):
             torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
-    reference, fast = pair(model, "triton", "cuda", None)  # per-layer parameters: a per-neuron float32 one would
-    low = x.detach().to(torch.bfloat16)  # send bfloat16 input to the loop
+    reference, fast = pair(model, "triton", "cuda", None)
+    low = x.detach().to(torch.bfloat16)
     assert torch.equal(fast(low)[0].float(), reference(low.float())[0])
 
 

@@ -329,6 +329,7 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
     from triton.backends.compiler import GPUTarget
 
     kernels = importlib.import_module(f"snnlab.kernels.{model}.triton")
+    common = importlib.import_module("snnlab.kernels.triton_common")
 
     def ptx(kernel, constexprs: dict) -> str:
         names = kernel.arg_names
@@ -338,31 +339,35 @@ def test_triton_kernels_compile_for_hopper(model: str, scalar: str, products: in
         flags = {n: True for n in names if n.startswith("HAS_")}
         constexprs = {**flags, **constexprs, **{n: 1 for n in names if n.endswith("_len")}}
         source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        options = {"num_warps": kernels.NUM_WARPS, "enable_fp_fusion": True}
+        options = {"num_warps": common.NUM_WARPS, "enable_fp_fusion": True}
         return triton.compiler.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
-    common = {"SOFT": True, "EXACT": True, "K": kernels.K, "BLOCK": kernels.BLOCK}
+    shared = {"SOFT": True, "EXACT": True, "K": common.K, "BLOCK": common.BLOCK}
     lif_only = {"DETACH": False, "SURROGATE": 1, "STATS": False} if model == "lif" else {}
-    forward = ptx(kernels._forward_kernel, {**common, "SAVE": True, **lif_only})
+    forward = ptx(kernels._forward_kernel, {**shared, "SAVE": True, **lif_only})
     cut = {"CUT": False} if model == "lif" else {}
-    backward = ptx(kernels._backward_kernel, {**common, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
-    per_step = kernels.BLOCK // (32 * kernels.NUM_WARPS)  # elements per thread
+    backward = ptx(kernels._backward_kernel, {**shared, "DETACH": False, "SURROGATE": 1, "PARAM_GRADS": True, **cut})
+    per_step = common.BLOCK // (32 * common.NUM_WARPS)  # elements per thread
     assert ".local" not in forward and ".local" not in backward
-    assert forward.count("mul.rn.f32") == products * kernels.K * per_step
-    assert backward.count("mul.rn.f32") == (products * kernels.K - unused) * per_step
+    assert forward.count("mul.rn.f32") == products * common.K * per_step
+    assert backward.count("mul.rn.f32") == (products * common.K - unused) * per_step
+
+
+INTERPRETED = ("test_alif_cuba.py", "test_memory_format.py", "test_mixed_precision.py")
+"""The other files whose ``triton-cpu`` cases ``test_triton_interpreter`` runs."""
 
 
 @pytest.mark.skipif(INTERPRETING or not _can_run("numba", "cpu"), reason="runs the interpreter itself")
 def test_triton_interpreter() -> None:
-    """This file's Triton cases and ``test_alif_cuba.py``'s, on the CPU through ``TRITON_INTERPRET=1`` (read at import,
-    hence the subprocess, one for both)."""
+    """This file's Triton cases and those of ``INTERPRETED``, on the CPU through ``TRITON_INTERPRET=1`` (read at
+    import, hence the subprocess, one for all)."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         str(Path(__file__).with_name("test_alif_cuba.py")), "-k", "triton-cpu"],
+         *(str(Path(__file__).with_name(name)) for name in INTERPRETED), "-k", "triton-cpu"],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

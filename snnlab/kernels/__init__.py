@@ -9,8 +9,10 @@ A neuron's ``backend`` option chooses per network (``network.neuron.backend``) o
 CUDA tensors and Numba on CPU tensors when they are installed and can run the input, else the torch loop. A
 backend named explicitly that cannot run the input (not installed, wrong device or dtype, a surrogate without a
 kernel) falls back to ``torch`` with one warning. Inputs that a fused kernel would get wrong also run the torch loop:
-a state or per-neuron parameter of another dtype than the input (the loop promotes, the kernels would not), and
-forward-mode AD or a ``torch.func`` transform (the loop gives exact tangents, the kernels none).
+a state or per-neuron parameter of another dtype than the input (the loop promotes, the kernels would not), except
+float32 ones beside a bfloat16 or float16 input (the kernels compute in float32 and keep the input's dtype for the
+output, as autocast means them to), and forward-mode AD or a ``torch.func`` transform (the loop gives exact tangents,
+the kernels none).
 
 Example::
 
@@ -97,10 +99,17 @@ def _pick(backend: str, model: str, device: str, dtype: torch.dtype, surrogate: 
 _pick._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+"""Input dtypes whose float32 states and per-neuron parameters the kernels read as they are (their membrane is
+float32); the loop would promote its output to float32."""
+
+
 def _loop_only(x: Tensor, inputs: Sequence[Tensor | float | None]) -> str | None:
     """Why these inputs must run the neuron's own loop, or None."""
     for t in inputs:
-        if isinstance(t, Tensor) and t.dim() > 0 and t.dtype != x.dtype:
+        if not isinstance(t, Tensor) or t.dim() == 0 or t.dtype == x.dtype:
+            continue
+        if not (t.dtype == torch.float32 and x.dtype in LOW_PRECISION):
             return f"a state or per-neuron parameter is {t.dtype}, the input {x.dtype}"
     if not torch.compiler.is_compiling() and forward_mode_active(x, *inputs):
         return "forward-mode AD and torch.func transforms run the neuron's own loop"

@@ -5,8 +5,9 @@ A model declares once, in a ``ScanModel``, its state variables, its parameters, 
 fires through a surrogate; the factory writes the operator schemas from those names. A backend supplies two
 functions over flat tensors, the same for every model:
 
-* ``forward(x, states, params, options, save, stats) -> (out, states, saved, stats)``: ``x`` ``[T, N]``; each state
-  ``[N]`` (``[0]`` for a neuron at rest, which spares a fill and a read); each parameter 1-D of a length ``P`` that
+* ``forward(x, states, params, options, save, stats) -> (out, states, saved, stats)``: ``x`` ``[T, N]`` (float32 or
+  a lower precision the backend takes); each state ``[N]`` float32 (``[0]`` for a neuron at rest, which spares a fill
+  and a read); each parameter 1-D of a length ``P`` that
   divides N; ``options`` a named tuple of the static options (then ``surrogate`` and ``alpha``). It returns the
   output ``[T, N]`` (x's dtype), the final states ``[N]``, what backward needs (``[rows, N]`` float32, ``rows =
   saved_rows(T)`` when ``save``, else 0) and, when ``stats``, ``[2 + n_params, N]`` float32: the rate, its
@@ -104,23 +105,40 @@ def forward_mode_active(*values: object) -> bool:
     return any(isinstance(v, Tensor) and forward_ad.unpack_dual(v).tangent is not None for v in values)
 
 
-def _per_neuron(p: Tensor | float, shape: torch.Size, like: Tensor) -> Tensor:
-    """``p`` as the kernels read it: float32, 1-D, neuron n at ``n mod len``. A 0-d parameter has length 1; another
-    is broadcast to the trailing dimensions of a sample's ``shape`` that it spans (leading 1s dropped)."""
+def storage_order(x_seq: Tensor) -> list[int]:
+    """The dimensions of a sample (1, 2, ...) in the order ``x_seq``'s storage walks them, outermost first, when the
+    time axis is outermost and the rest is dense in some order (NCHW, channels_last, ...): then ``x_seq.permute(0,
+    *order)`` is contiguous and the kernels run on its storage as it is. Else the plain order, which the caller must
+    copy into (a strided slice, a time axis that is not outermost)."""
+    order = sorted(range(1, x_seq.dim()), key=lambda d: -x_seq.stride(d))
+    if x_seq.permute(0, *order).is_contiguous():
+        return order
+    return list(range(1, x_seq.dim()))
+
+
+def _per_neuron(p: Tensor | float, shape: torch.Size, order: Sequence[int], like: Tensor) -> Tensor:
+    """``p`` as the kernels read it: float32, 1-D, neuron n at ``n mod len``, with neurons numbered in the storage
+    ``order`` of a sample's dimensions. A 0-d parameter has length 1; another is broadcast over the innermost
+    dimensions of that order from the first it spans (``[C, 1, 1]`` on channels_last: C values)."""
     if not isinstance(p, Tensor):
         return torch.full((1,), p, dtype=torch.float32, device=like.device)
-    dims = list(p.shape)
-    while dims and dims[0] == 1:
-        dims.pop(0)
-    if len(dims) > len(shape) or torch.broadcast_shapes(p.shape, shape) != shape:
+    if p.dim() > len(shape) or torch.broadcast_shapes(p.shape, shape) != shape:
         raise ValueError(f"a parameter of shape {tuple(p.shape)} does not broadcast to the neurons' {tuple(shape)}")
-    suffix = shape[len(shape) - len(dims) :]
-    return p.to(torch.float32).reshape(dims).expand(suffix).reshape(-1).contiguous()
+    full = p.reshape((1,) * (len(shape) - p.dim()) + tuple(p.shape)).permute(*order)
+    spans = [i for i, size in enumerate(full.shape) if size > 1]
+    first = spans[0] if spans else len(shape)
+    suffix = [shape[d] for d in order[first:]]
+    return full.to(torch.float32).reshape(full.shape[first:]).expand(suffix).reshape(-1).contiguous()
 
 
 class ScanOp:
     """A model's op on one backend, called on a sequence ``[T, ...]`` with states shaped like a step (None: at rest)
-    and parameters that are floats, 0-d or per-neuron tensors."""
+    and parameters that are floats, 0-d or per-neuron tensors.
+
+    Precision: the op runs in its input's dtype, under autocast too (autocast passes custom ops by, and nothing here
+    casts the sequence): a float32, bfloat16 or float16 sequence is read and the output and the input's gradient are
+    written in that dtype, while parameters, states and the membrane are float32 (the final states are returned in
+    float32, so a sequence continued in chunks keeps the membrane the kernel kept)."""
 
     def __init__(self, model: ScanModel, backend: str, op: Callable[..., tuple[Tensor, ...]]) -> None:
         self.model = model
@@ -143,20 +161,28 @@ class ScanOp:
                 f"snnlab::{self.model.name}_{self.backend} has no forward-mode AD formula (torch.func, "
                 "torch.autograd.forward_ad): run the neuron with backend='torch', whose loop gives exact tangents"
             )
-        shape = x_seq.shape[1:]
-        x = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-        flat_states = [x.new_empty(0) if s is None else s.expand(shape).reshape(-1).contiguous() for s in states]
-        flat_params = [_per_neuron(p, shape, x) for p in params]
+        T, shape = x_seq.shape[0], x_seq.shape[1:]
+        order = [d - 1 for d in storage_order(x_seq)]  # of a sample's dimensions
+        back = sorted(range(len(order)), key=order.__getitem__)  # the permutation that undoes it
+        stored = [shape[d] for d in order]  # a sample's shape in storage order
+
+        def flat(t: Tensor) -> Tensor:  # a state as the kernels read it: a view, when it is stored so in float32
+            return t.expand(shape).permute(*order).reshape(-1).to(torch.float32).contiguous()
+
+        x = x_seq.permute(0, *(d + 1 for d in order)).reshape(T, -1).contiguous()
+        flat_states = [x.new_empty(0, dtype=torch.float32) if s is None else flat(s) for s in states]
+        flat_params = [_per_neuron(p, shape, order, x) for p in params]
         if self.model.surrogate:
             if surrogate is None:
                 raise ValueError(f"the {self.model.name} kernels need a surrogate")
             options = (*options, SURROGATE_IDS[surrogate.name], float(surrogate.alpha))
         save = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *flat_states, *flat_params))
         out, *final, _, statistics = self.op(x, *flat_states, *flat_params, *options, save, stats)
+        sequence = [0, *(d + 1 for d in back)]  # x_seq's layout again, its strides included
         return (
-            out.view(x_seq.shape),
-            tuple(s.view(shape) for s in final),
-            statistics.view(-1, *shape) if stats else None,
+            out.view(T, *stored).permute(*sequence),
+            tuple(s.view(stored).permute(*back) for s in final),
+            statistics.view(-1, *stored).permute(*sequence) if stats else None,
         )
 
 

@@ -175,10 +175,7 @@ class ALIF(LIF):
         backend = choose(self.backend, x_seq, self.surrogate, model="alif", inputs=inputs)
         if backend == "torch":
             return None
-        s, (v, a) = alif_fused(
-            backend, x_seq, (v, a), beta, rho, beta_a, self.threshold, decay_input=self.decay_input,
-            reset=self.reset, v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
-        )  # fmt: skip
+        s, (v, a) = alif_fused(backend, x_seq, (v, a), beta, rho, beta_a, self.threshold, self.firing())
         return s, ALIFState(v, a), None
 
     def extra_repr(self) -> str:

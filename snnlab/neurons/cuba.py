@@ -192,10 +192,7 @@ class CubaLIF(LIF):
         backend = choose(self.backend, x_seq, self.surrogate, model="cuba", inputs=(v, i, alpha, beta, self.threshold))
         if backend == "torch":
             return None
-        s, (v, i) = cuba_fused(
-            backend, x_seq, (v, i), alpha, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
-        )  # fmt: skip
+        s, (v, i) = cuba_fused(backend, x_seq, (v, i), alpha, beta, self.threshold, self.firing())
         return s, CubaState(v, i), None
 
     def readout_form(self) -> Neuron:

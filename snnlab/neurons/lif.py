@@ -67,7 +67,7 @@ from ..export.registry import (
     uniform,
 )
 from ..kernels import Backend, choose
-from ..kernels.lif import lif_fused
+from ..kernels.lif import Firing, lif_fused
 from ..kernels.rate import RateStatistics, parameter_slopes, rate_statistics_by_forward_ad
 from ..surrogates import Surrogate, SurrogateSpec
 from .base import MembraneState, validated
@@ -179,11 +179,12 @@ class LIF(LI):
         backend = choose(self.backend, x_seq, self.surrogate, inputs=(v, beta, self.threshold))
         if backend == "torch":
             return None
-        s, v, statistics = lif_fused(
-            backend, x_seq, v, beta, self.threshold, decay_input=self.decay_input, reset=self.reset,
-            v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate, stats=stats, cut=cut,
-        )  # fmt: skip
+        s, v, statistics = lif_fused(backend, x_seq, v, beta, self.threshold, self.firing(), stats, cut)
         return s, MembraneState(v), statistics
+
+    def firing(self) -> Firing:
+        """How this neuron charges, fires and resets, as its fused op takes it."""
+        return Firing(self.decay_input, self.reset, self.v_reset, self.detach_reset, self.surrogate)
 
     def forward(self, x_seq: Tensor, state: MembraneState | None = None) -> tuple[Tensor, MembraneState]:
         """The whole sequence through the chosen backend: a fused kernel, or the loop of ``step`` (``torch``); the

@@ -11,9 +11,13 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
-from ..network import Network
+from ..network import Network, NetworkTrace
+from ..objectives import Objective
+from ..optim import TrainConfig
 from .base import Batch, GradientRule
+from .graphed import GraphedTrace
 
 
 class BPTTConfig(BaseModel):
@@ -25,16 +29,24 @@ class BPTTConfig(BaseModel):
 
 
 class BPTT(GradientRule):
-    """The objective's loss of the whole sequence, one backward over all T steps."""
+    """The objective's loss of the whole sequence, one backward over all T steps (through CUDA graphs with
+    ``train.cuda_graphs``: ``rules/graphed.py``)."""
 
     name = "bptt"
     Config = BPTTConfig
     config: BPTTConfig
 
+    def __init__(self, config: BPTTConfig, network: Network, objective: Objective, train: TrainConfig) -> None:
+        super().__init__(config, network, objective, train)
+        self._graphed = GraphedTrace(network) if train.cuda_graphs else None
+
+    def _trace(self, network: Network, x_seq: Tensor) -> NetworkTrace:
+        return network.trace(x_seq) if self._graphed is None else self._graphed(x_seq)
+
     def train_step(self, network: Network, batch: Batch) -> dict[str, float]:
         x_seq, target = batch
         self.zero_grad()
-        trace = network.trace(x_seq)
+        trace = self._trace(network, x_seq)
         loss = self.objective.loss(trace, target)
         self.backward(loss)
         self.step(network, trace.states, self.config.grad_clip)

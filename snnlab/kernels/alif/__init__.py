@@ -28,12 +28,10 @@ statistics (``stats``): ``ALIF.rate_statistics`` runs the torch loop for those.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from ...surrogates import Surrogate
 from .. import fused_op
+from ..lif import Firing
 from ..scan_op import ScanModel
 
 ALIF_MODEL = ScanModel(
@@ -52,20 +50,11 @@ def alif_fused(
     rho: Tensor | float,
     beta_a: Tensor | float,
     b0: Tensor | float,
-    *,
-    decay_input: bool,
-    reset: Literal["soft", "hard"],
-    v_reset: float,
-    detach_reset: bool,
-    surrogate: Surrogate,
+    firing: Firing,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """An ALIF layer over ``x_seq`` ``[T, ...]`` from ``state`` (v, a; None: at rest, 0) on a fused ``backend``:
     spikes and the final (v, a). Parameters are floats, 0-d or per-neuron tensors broadcast against a sample; the
     same spikes as ``ALIF.step``."""
-    # gain and gain_a are computed exactly as leak.charge computes them, so the kernels' float32 products match.
-    gain = (1 - beta) if decay_input else 1.0
-    options = (float(v_reset), reset == "soft", detach_reset)
-    spikes, (v, a), _ = fused_op(ALIF_MODEL.name, backend)(
-        x_seq, state, (beta, gain, rho, 1 - rho, beta_a, b0), options, surrogate
-    )
+    params = (beta, firing.gain(beta), rho, 1 - rho, beta_a, b0)
+    spikes, (v, a), _ = fused_op(ALIF_MODEL.name, backend)(x_seq, state, params, firing.options(), firing.surrogate)
     return spikes, (v, a)

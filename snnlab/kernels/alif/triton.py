@@ -11,24 +11,21 @@ float operations (so its exact spikes), and then runs back through them with the
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 import triton
 import triton.language as tl
-from torch import Tensor
-from torch.library import wrap_triton
 
-from ..scan_op import define_scan_op
-from ..triton_common import charge, exact, launch, mul_rn, param, reset, surrogate_grad
+from ..triton_common import (
+    charge,
+    define_triton_op,
+    initial,
+    mul_rn,
+    param,
+    reset,
+    reset_constants,
+    surrogate_grad,
+)
 from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import ALIF_MODEL
-
-K = 8
-"""Steps per checkpointed segment."""
-BLOCK = 256
-"""Neurons per program at most; fewer when that leaves the GPU with too few programs."""
-NUM_WARPS = 4
 
 
 @triton.jit
@@ -57,14 +54,8 @@ def _forward_kernel(
     gain_a = param(gain_a_ptr, n, mask, gain_a_len)
     beta_a = param(beta_a_ptr, n, mask, beta_a_len)
     b0 = param(b0_ptr, n, mask, b0_len)
-    if HAS_V0:
-        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:  # at rest
-        v = tl.zeros([BLOCK], tl.float32)
-    if HAS_A0:
-        a = tl.load(a0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        a = tl.zeros([BLOCK], tl.float32)
+    v = initial(v0_ptr, n, mask, HAS_V0, BLOCK)  # 0 at rest
+    a = initial(a0_ptr, n, mask, HAS_A0, BLOCK)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -111,14 +102,8 @@ def _backward_kernel(
     beta_a = param(beta_a_ptr, n, mask, beta_a_len)
     b0 = param(b0_ptr, n, mask, b0_len)
     keep = 0.0 if DETACH else 1.0
-    if HAS_GV:  # dL/dv[t] and dL/da[t], from the last step back
-        av = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        av = tl.zeros([BLOCK], tl.float32)
-    if HAS_GA:
-        aa = tl.load(ga_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        aa = tl.zeros([BLOCK], tl.float32)
+    av = initial(gv_ptr, n, mask, HAS_GV, BLOCK)  # dL/dv[t] and dL/da[t], from the last step back
+    aa = initial(ga_ptr, n, mask, HAS_GA, BLOCK)
     acc_beta = tl.zeros([BLOCK], tl.float32)
     acc_gain = tl.zeros([BLOCK], tl.float32)
     acc_rho = tl.zeros([BLOCK], tl.float32)
@@ -195,57 +180,5 @@ def _backward_kernel(
         tl.store(gp_ptr + 5 * N + n, acc_b0, mask=mask)
 
 
-def _rows(T: int) -> int:
-    """Rows of the checkpoint: both states at the start of every segment."""
-    return 2 * triton.cdiv(T, K)
-
-
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    if stats:
-        raise NotImplementedError("the ALIF kernels keep no rate statistics (ALIF.rate_statistics runs the loop)")
-    v0, a0 = states
-    T, N = x.shape
-    spikes, v, a = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype), x.new_empty(N, dtype=a0.dtype)
-    ckpt = torch.empty((_rows(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
-        x, v0, a0, *params, *(p.shape[0] for p in params), spikes, v, a, ckpt, T, N, o.v_reset,
-        SOFT=o.soft, SAVE=save, HAS_V0=v0.numel() > 0, HAS_A0=a0.numel() > 0, EXACT=exact(), K=K, BLOCK=block,
-        num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return spikes, [v, a], ckpt, x.new_empty((0, N), dtype=torch.float32)
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v, grad_a), (v0, a0) = grad_states, states
-    T, N = x.shape
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    gs = x if grad_out is None else grad_out
-    if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
-        gs = gs.contiguous()
-    gx, gv0, ga0 = torch.empty_like(x), torch.empty_like(v0), torch.empty_like(a0)
-    gp = torch.empty((len(params) if param_grads else 0, N), dtype=torch.float32, device=x.device)
-    wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(),
-        x if grad_a is None else grad_a.contiguous(), x, saved, *params, *(p.shape[0] for p in params), gx, gv0, ga0,
-        gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
-        HAS_GV=grad_v is not None, HAS_GA=grad_a is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0,
-        HAS_A0=a0.numel() > 0, EXACT=exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return gx, [gv0, ga0], gp
-
-
-op = define_scan_op(ALIF_MODEL, "triton", forward, backward, saved_rows=_rows, triton=True)
+op = define_triton_op(ALIF_MODEL, _forward_kernel, _backward_kernel, constants=reset_constants)
 """``torch.ops.snnlab.alif_triton`` behind its ``ScanOp`` wrapper."""

@@ -24,12 +24,10 @@ registers ``torch.ops.snnlab.cuba_<backend>`` when ``snnlab.kernels`` first load
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from ...surrogates import Surrogate
 from .. import fused_op
+from ..lif import Firing
 from ..scan_op import ScanModel
 
 CUBA_MODEL = ScanModel(
@@ -47,20 +45,11 @@ def cuba_fused(
     alpha: Tensor | float,
     beta: Tensor | float,
     threshold: Tensor | float,
-    *,
-    decay_input: bool,
-    reset: Literal["soft", "hard"],
-    v_reset: float,
-    detach_reset: bool,
-    surrogate: Surrogate,
+    firing: Firing,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """A CUBA-LIF layer over ``x_seq`` ``[T, ...]`` from ``state`` (v, i; None: at rest, 0) on a fused ``backend``:
     spikes and the final (v, i). Parameters are floats, 0-d or per-neuron tensors broadcast against a sample; the
     same spikes as ``CubaLIF.step``."""
-    # the gains are computed exactly as leak.charge computes them, so the kernels' float32 products match.
-    gain, gain_syn = ((1 - beta), (1 - alpha)) if decay_input else (1.0, 1.0)
-    options = (float(v_reset), reset == "soft", detach_reset)
-    spikes, (v, i), _ = fused_op(CUBA_MODEL.name, backend)(
-        x_seq, state, (beta, gain, alpha, gain_syn, threshold), options, surrogate
-    )
+    params = (beta, firing.gain(beta), alpha, firing.gain(alpha), threshold)
+    spikes, (v, i), _ = fused_op(CUBA_MODEL.name, backend)(x_seq, state, params, firing.options(), firing.surrogate)
     return spikes, (v, i)

@@ -1,5 +1,5 @@
-"""Numba kernels of CUBA-LIF for the CPU (float32), on the pieces every model's Numba kernels share
-(``snnlab.kernels.numba_common``).
+"""Numba kernels of CUBA-LIF for the CPU (float32 arithmetic on float32 or bfloat16 activations), on the pieces every
+model's Numba kernels share (``snnlab.kernels.numba_common``).
 
 Saved for backward: nothing but references to the input ``x`` and the initial states. The backward recomputes its
 chunk's pre-reset membrane h and synaptic current i over all T into two T x chunk buffers that stay in cache (the
@@ -12,33 +12,30 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numba
 import numpy as np
-import torch
 from numba import prange
-from torch import Tensor
 
 from ..numba_common import (
     F32,
     SOURCE_STAMP,
+    NumbaKernels,
     at,
     chunk_of,
-    chunk_size,
-    empty,
+    define_numba_op,
+    finish,
+    load,
     named,
-    np_,
-    output_gradient,
     output_gradient_row,
-    parallel,
     reset,
     reset_grads,
+    reset_options,
     start,
+    store,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
-from ..scan_op import define_scan_op
 from . import CUBA_MODEL
 
 BUFFERS = 2
@@ -50,10 +47,10 @@ def _step_row(x, v, cur, out, beta, gain, alpha_syn, gain_syn, theta, hard, v_re
     """One step for a chunk, v and the current updated in place as ``CubaLIF.step`` computes them; ``out`` gets the
     spikes or h."""
     for i in range(v.shape[0]):
-        c = at(alpha_syn, i) * cur[i] + at(gain_syn, i) * x[i]
+        c = at(alpha_syn, i) * cur[i] + at(gain_syn, i) * load(x, i)
         h = at(beta, i) * v[i] + at(gain, i) * c
         th = at(theta, i)
-        out[i] = F32(h - th > F32(0)) if spikes else h
+        store(out, i, F32(h - th > F32(0)) if spikes else h)
         v[i] = reset(h, th, hard, v_reset)
         cur[i] = c
 
@@ -67,10 +64,11 @@ def _forward_kernel(parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def forward(
-        x, v0, i0, beta, gain, alpha_syn, gain_syn, theta, hard, v_reset, spikes, v, cur, chunk
+        x, v0, i0, beta, gain, alpha_syn, gain_syn, theta, v_reset, soft, spikes, v, cur, chunk
     ):  # pragma: no cover
         stamp  # noqa: B018 - in the closure, hence in the cache key
         T, N = x.shape
+        hard = F32(0) if soft else F32(1)
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             m = n1 - n0
@@ -114,17 +112,15 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             for t in range(T):
                 _step_row(x[t, n0:n1], av, ai, hs[t], b, g, al, gsyn, th, hard, v_reset, False)
                 currents[t] = ai
-            for final, adjoint in ((gv, av), (gi, ai)):
-                if final.shape[0] == 0:  # no gradient reaches this final state
-                    adjoint[:] = 0
-                else:
-                    adjoint[:] = final[n0:n1]
+            start(gv, av, n0)  # the final states' gradients (0 without one)
+            start(gi, ai, n0)
             go = np.zeros(m, np.float32)
             v_prev = np.empty(m, np.float32)
             i_prev = np.empty(m, np.float32)
             sums = np.zeros((5, m), np.float32)  # per neuron: beta, gain, alpha_syn, gain_syn, theta
             for t in range(T - 1, -1, -1):
                 output_gradient_row(gs, gs_per_step, has_gs, t, n0, go)
+                xt, gxt = x[t], gx[t]
                 if param_grads and t == 0:
                     start(v0, v_prev, n0)
                     start(i0, i_prev, n0)
@@ -143,59 +139,28 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                         sums[0, i] += gh * v_prev[i]
                         sums[1, i] += gh * currents[t, i]
                         sums[2, i] += gc * i_prev[i]
-                        sums[3, i] += gc * x[t, n0 + i]
+                        sums[3, i] += gc * load(xt, n0 + i)
                         sums[4, i] += av[i] * dv_dtheta - go[i] * sg
-                    gx[t, n0 + i] = at(gsyn, i) * gc
+                    store(gxt, n0 + i, at(gsyn, i) * gc)
                     ai[i] = at(al, i) * gc
                     av[i] = at(b, i) * gh
-            if gv0.shape[0] > 0:
-                gv0[n0:n1] = av
-            if gi0.shape[0] > 0:
-                gi0[n0:n1] = ai
+            finish(av, gv0, n0)
+            finish(ai, gi0, n0)
             if param_grads:
                 gp[:, n0:n1] = sums
 
     return named(backward, "CUBA-LIF", "backward", kind, parallel)
 
 
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    if stats:
-        raise NotImplementedError("the CUBA-LIF kernels keep no rate statistics (rate_statistics runs the loop)")
-    v0, i0 = states
-    T, N = x.shape
-    spikes, v, cur = empty(x.shape), x.new_empty(N, dtype=v0.dtype), x.new_empty(N, dtype=i0.dtype)
-    _forward_kernel(parallel(N, chunk_size(T)))(
-        np_(x), np_(v0), np_(i0), *map(np_, params), F32(0) if o.soft else F32(1), F32(o.v_reset), spikes.numpy(),
-        v.numpy(), cur.numpy(), chunk_size(T),
-    )  # fmt: skip
-    return spikes, [v, cur], x.new_empty((0, N)), x.new_empty((0, N))
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (v0, i0), T, N = states, *x.shape
-    gs, per_step = output_gradient(grad_out, x)
-    gv, gi = (x.new_empty(0) if g is None else g.contiguous() for g in grad_states)
-    gx, gv0, gi0 = empty(x.shape), torch.empty_like(v0), torch.empty_like(i0)
-    gp = empty((len(params) if param_grads else 0, N))
-    chunk = chunk_size(T, BUFFERS)
-    _backward_kernel(o.surrogate, parallel(N, chunk))(
-        np_(gs), per_step, grad_out is not None, np_(gv), np_(gi), np_(x), np_(v0), np_(i0), *map(np_, params),
-        F32(o.v_reset), o.soft, F32(0) if o.detach_reset else F32(1), F32(o.alpha), param_grads, gx.numpy(),
-        gv0.numpy(), gi0.numpy(), gp.numpy(), chunk,
-    )  # fmt: skip
-    return gx, [gv0, gi0], gp
-
-
-op = define_scan_op(CUBA_MODEL, "numba", forward, backward, saved_rows=lambda T: 0)
+op = define_numba_op(
+    CUBA_MODEL,
+    NumbaKernels(
+        forward=lambda o, stats, parallel: _forward_kernel(parallel),
+        backward=lambda o, parallel: _backward_kernel(o.surrogate, parallel),
+        forward_options=lambda o: reset_options(o)[:2],
+        backward_options=reset_options,
+        backward_buffers=BUFFERS,
+        scalar_params=False,
+    ),
+)
 """``torch.ops.snnlab.cuba_numba`` behind its ``ScanOp`` wrapper."""

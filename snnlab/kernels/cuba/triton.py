@@ -11,24 +11,21 @@ operations (so its exact spikes), and then runs back through them with the formu
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 import triton
 import triton.language as tl
-from torch import Tensor
-from torch.library import wrap_triton
 
-from ..scan_op import define_scan_op
-from ..triton_common import charge, exact, launch, param, reset, reset_grads, surrogate_grad
+from ..triton_common import (
+    charge,
+    define_triton_op,
+    initial,
+    param,
+    reset,
+    reset_constants,
+    reset_grads,
+    surrogate_grad,
+)
 from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import CUBA_MODEL
-
-K = 8
-"""Steps per checkpointed segment."""
-BLOCK = 256
-"""Neurons per program at most; fewer when that leaves the GPU with too few programs."""
-NUM_WARPS = 4
 
 
 @triton.jit
@@ -46,14 +43,8 @@ def _forward_kernel(
     alpha_syn = param(alpha_syn_ptr, n, mask, alpha_syn_len)
     gain_syn = param(gain_syn_ptr, n, mask, gain_syn_len)
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_V0:
-        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:  # at rest
-        v = tl.zeros([BLOCK], tl.float32)
-    if HAS_I0:
-        cur = tl.load(i0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        cur = tl.zeros([BLOCK], tl.float32)
+    v = initial(v0_ptr, n, mask, HAS_V0, BLOCK)  # 0 at rest
+    cur = initial(i0_ptr, n, mask, HAS_I0, BLOCK)
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -97,14 +88,8 @@ def _backward_kernel(
     alpha_syn = param(alpha_syn_ptr, n, mask, alpha_syn_len)
     gain_syn = param(gain_syn_ptr, n, mask, gain_syn_len)
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_GV:  # dL/dv[t] and dL/di[t], from the last step back
-        av = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        av = tl.zeros([BLOCK], tl.float32)
-    if HAS_GI:
-        ai = tl.load(gi_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:
-        ai = tl.zeros([BLOCK], tl.float32)
+    av = initial(gv_ptr, n, mask, HAS_GV, BLOCK)  # dL/dv[t] and dL/di[t], from the last step back
+    ai = initial(gi_ptr, n, mask, HAS_GI, BLOCK)
     acc_beta = tl.zeros([BLOCK], tl.float32)
     acc_gain = tl.zeros([BLOCK], tl.float32)
     acc_alpha = tl.zeros([BLOCK], tl.float32)
@@ -166,57 +151,5 @@ def _backward_kernel(
         tl.store(gp_ptr + 4 * N + n, acc_theta, mask=mask)
 
 
-def _rows(T: int) -> int:
-    """Rows of the checkpoint: both states at the start of every segment."""
-    return 2 * triton.cdiv(T, K)
-
-
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    if stats:
-        raise NotImplementedError("the CUBA-LIF kernels keep no rate statistics (rate_statistics runs the loop)")
-    v0, i0 = states
-    T, N = x.shape
-    spikes, v, cur = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype), x.new_empty(N, dtype=i0.dtype)
-    ckpt = torch.empty((_rows(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
-        x, v0, i0, *params, *(p.shape[0] for p in params), spikes, v, cur, ckpt, T, N, o.v_reset,
-        SOFT=o.soft, SAVE=save, HAS_V0=v0.numel() > 0, HAS_I0=i0.numel() > 0, EXACT=exact(), K=K, BLOCK=block,
-        num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return spikes, [v, cur], ckpt, x.new_empty((0, N), dtype=torch.float32)
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v, grad_i), (v0, i0) = grad_states, states
-    T, N = x.shape
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    gs = x if grad_out is None else grad_out
-    if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
-        gs = gs.contiguous()
-    gx, gv0, gi0 = torch.empty_like(x), torch.empty_like(v0), torch.empty_like(i0)
-    gp = torch.empty((len(params) if param_grads else 0, N), dtype=torch.float32, device=x.device)
-    wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(),
-        x if grad_i is None else grad_i.contiguous(), x, saved, *params, *(p.shape[0] for p in params), gx, gv0, gi0,
-        gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
-        HAS_GV=grad_v is not None, HAS_GI=grad_i is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0,
-        HAS_I0=i0.numel() > 0, EXACT=exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return gx, [gv0, gi0], gp
-
-
-op = define_scan_op(CUBA_MODEL, "triton", forward, backward, saved_rows=_rows, triton=True)
+op = define_triton_op(CUBA_MODEL, _forward_kernel, _backward_kernel, constants=reset_constants)
 """``torch.ops.snnlab.cuba_triton`` behind its ``ScanOp`` wrapper."""

@@ -29,7 +29,7 @@ when ``snnlab.kernels`` first loads it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from torch import Tensor
 
@@ -45,30 +45,42 @@ LIF_MODEL = ScanModel(
 )
 
 
+class Firing(NamedTuple):
+    """How a neuron of the LIF family (LIF, IF, PLIF, ALIF, CUBA-LIF) charges, fires and resets: what its fused op
+    takes besides tensors (``LIF.firing()``)."""
+
+    decay_input: bool
+    reset: Literal["soft", "hard"]
+    v_reset: float
+    detach_reset: bool
+    surrogate: Surrogate
+
+    def gain(self, decay: Tensor | float) -> Tensor | float:
+        """The input's factor beside a leak ``decay``: 1 - decay with decay_input (computed as ``leak.charge``
+        computes it, so the kernels' float32 products match), else 1."""
+        return (1 - decay) if self.decay_input else 1.0
+
+    def options(self) -> tuple[float, bool, bool]:
+        """(v_reset, soft, detach_reset): the family's ops' first options (``ScanModel.options``)."""
+        return float(self.v_reset), self.reset == "soft", self.detach_reset
+
+
 def lif_fused(
     backend: str,
     x_seq: Tensor,
     v: Tensor | None,
     beta: Tensor | float,
     threshold: Tensor | float,
-    *,
-    decay_input: bool,
-    reset: Literal["soft", "hard"],
-    v_reset: float,
-    detach_reset: bool,
-    surrogate: Surrogate,
+    firing: Firing,
     stats: bool = False,
     cut: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """A LIF layer over ``x_seq`` ``[T, ...]`` from membrane ``v`` (None: at rest, 0) on a fused ``backend``: spikes,
-        the final membrane and, with ``stats``, ``[5, ...]``: the rate, the eligibility and the rate's derivatives along beta,
-    gain and threshold; ``cut`` drops the gradient from one step's
-    membrane to the next (the values are the same). ``beta`` and ``threshold`` are floats,
-        0-d or per-neuron tensors broadcast against a sample (``[F]``, ``[C, 1, 1]``); the same spikes as ``LIF.step``."""
-    # gain is (1 - beta) computed exactly as leak.charge computes it, so the kernels' float32 products match.
-    gain = (1 - beta) if decay_input else 1.0
-    options = (float(v_reset), reset == "soft", detach_reset, cut)
+    the final membrane and, with ``stats``, ``[5, ...]``: the rate, the eligibility and the rate's derivatives along
+    beta, gain and threshold; ``cut`` drops the gradient from one step's membrane to the next (the values are the
+    same). ``beta`` and ``threshold`` are floats, 0-d or per-neuron tensors broadcast against a sample (``[F]``,
+    ``[C, 1, 1]``); the same spikes as ``LIF.step``."""
     spikes, (v_last,), statistics = fused_op(LIF_MODEL.name, backend)(
-        x_seq, (v,), (beta, gain, threshold), options, surrogate, stats
+        x_seq, (v,), (beta, firing.gain(beta), threshold), (*firing.options(), cut), firing.surrogate, stats
     )
     return spikes, v_last, statistics

@@ -1,5 +1,6 @@
-"""Numba kernels of the LIF family for the CPU (float32), on the pieces every model's Numba kernels share
-(``snnlab.kernels.numba_common``: chunks of neurons in parallel, per-neuron parameters, the reset's arithmetic).
+"""Numba kernels of the LIF family for the CPU (float32 arithmetic on float32 or bfloat16 activations), on the pieces
+every model's Numba kernels share (``snnlab.kernels.numba_common``: chunks of neurons in parallel, per-neuron
+parameters, the reset's arithmetic).
 
 Saved for backward: nothing but references to the input ``x`` and the initial membrane. The backward recomputes its
 chunk's membrane over all T into a T x chunk buffer that stays in cache (the same float operations as the forward,
@@ -12,34 +13,30 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numba
 import numpy as np
-import torch
 from numba import prange
-from torch import Tensor
 
 from ..numba_common import (
     F32,
     SOURCE_STAMP,
+    NumbaKernels,
     at,
     chunk_of,
-    chunk_size,
-    empty,
+    define_numba_op,
+    finish,
+    load,
     named,
-    np_,
-    output_gradient,
     output_gradient_row,
-    parallel,
-    param,
     reset,
     reset_grads,
+    reset_options,
     start,
+    store,
     surrogate,
 )
 from ..numba_common import unsupported as unsupported  # what the dispatch asks this backend's module
-from ..scan_op import define_scan_op
 from . import LIF_MODEL
 
 
@@ -48,8 +45,8 @@ def _step_row(x, v, out, beta, gain, theta, hard, v_reset, spikes):  # pragma: n
     """One step for a chunk: h = beta v + gain x, v <- its reset in place; ``out`` gets the spikes or h."""
     for i in range(v.shape[0]):
         th = at(theta, i)
-        h = at(beta, i) * v[i] + at(gain, i) * x[i]
-        out[i] = F32(h - th > F32(0)) if spikes else h
+        h = at(beta, i) * v[i] + at(gain, i) * load(x, i)
+        store(out, i, F32(h - th > F32(0)) if spikes else h)
         v[i] = reset(h, th, hard, v_reset)
 
 
@@ -64,21 +61,23 @@ def _statistics_rows(x, v, spikes, statistics, b, g, th, hard, v_reset, keep, al
     k = np.zeros((4, m), np.float32)  # dv[t-1]/dq
     acc = np.zeros((5, m), np.float32)
     for t in range(T):
+        xt = x[t]
         for i in range(m):
             beta, gain, theta = at(b, i), at(g, i), at(th, i)
-            h = beta * v[i] + gain * x[t, i]
+            x_i = load(xt, i)
+            h = beta * v[i] + gain * x_i
             u = h - theta
             f = F32(u > F32(0))
             sg = surrogate(u, alpha, kind)
             dv_dh, dv_dtheta = reset_grads(h, f, sg, theta, v_reset, soft, keep)
-            kc, kb, kg, kt = gain + beta * k[0, i], v[i] + beta * k[1, i], x[t, i] + beta * k[2, i], beta * k[3, i]
+            kc, kb, kg, kt = gain + beta * k[0, i], v[i] + beta * k[1, i], x_i + beta * k[2, i], beta * k[3, i]
             acc[0, i] += f
             acc[1, i] += sg * kc
             acc[2, i] += sg * kb
             acc[3, i] += sg * kg
             acc[4, i] += sg * (kt - F32(1))
             k[0, i], k[1, i], k[2, i], k[3, i] = kc * dv_dh, kb * dv_dh, kg * dv_dh, kt * dv_dh + dv_dtheta
-            spikes[t, i] = f
+            store(spikes[t], i, f)
             v[i] = reset(h, theta, hard, v_reset)
     for r in range(5):
         for i in range(m):
@@ -95,9 +94,10 @@ def _forward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
     stamp = SOURCE_STAMP  # another: the shared pieces' source (numba_common)
 
     @numba.njit(parallel=parallel, cache=True)
-    def forward(x, v0, beta, gain, theta, hard, v_reset, keep, alpha, spikes, v, statistics, chunk):  # pragma: no cover
+    def forward(x, v0, beta, gain, theta, v_reset, soft, keep, alpha, spikes, v, statistics, chunk):  # pragma: no cover
         stamp  # noqa: B018 - in the closure, hence in the cache key
         T, N = x.shape
+        hard = F32(0) if soft else F32(1)
         for c in chunks((N + chunk - 1) // chunk):
             n0, n1 = c * chunk, min(c * chunk + chunk, N)
             b, g, th = chunk_of(beta, n0, n1 - n0), chunk_of(gain, n0, n1 - n0), chunk_of(theta, n0, n1 - n0)
@@ -122,7 +122,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
 
     @numba.njit(parallel=parallel, cache=True)
     def backward(  # pragma: no cover - compiled
-        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, carry, alpha, param_grads, gx, gv0,
+        gs, gs_per_step, has_gs, gv, x, v0, beta, gain, theta, v_reset, soft, keep, alpha, carry, param_grads, gx, gv0,
         gp, chunk,
     ):  # fmt: skip
         stamp  # noqa: B018 - in the closure, hence in the cache key
@@ -137,10 +137,7 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
             start(v0, a, n0)
             for t in range(T):
                 _step_row(x[t, n0:n1], a, hs[t], b, gn, th, hard, v_reset, False)
-            if gv.shape[0] == 0:  # no gradient reaches the final membrane
-                a[:] = 0
-            else:
-                a[:] = gv[n0:n1]
+            start(gv, a, n0)  # the final membrane's gradient (0 without one)
             g = np.zeros(m, np.float32)
             v_prev = np.empty(m, np.float32)
             sums = np.zeros((3, m), np.float32)  # per neuron: dL/dbeta, dL/dgain, dL/dtheta
@@ -160,55 +157,25 @@ def _backward_kernel(kind: int, parallel: bool) -> Callable[..., None]:
                     gh = g[i] * sg + a[i] * dv_dh
                     if param_grads:
                         sums[0, i] += gh * v_prev[i]
-                        sums[1, i] += gh * xt[i]
+                        sums[1, i] += gh * load(xt, i)
                         sums[2, i] += a[i] * dv_dtheta - g[i] * sg
-                    gxt[i] = at(gn, i) * gh
+                    store(gxt, i, at(gn, i) * gh)
                     a[i] = at(b, i) * gh * carry
-            if gv0.shape[0] > 0:
-                gv0[n0:n1] = a
+            finish(a, gv0, n0)
             if param_grads:
                 gp[:, n0:n1] = sums
 
     return named(backward, "LIF", "backward", kind, parallel)
 
 
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    (v0,) = states
-    T, N = x.shape
-    spikes, v = empty(x.shape), x.new_empty(N, dtype=v0.dtype)
-    statistics = empty((5 if stats else 0, N))
-    _forward_kernel(o.surrogate if stats else -1, parallel(N, chunk_size(T)))(
-        np_(x), np_(v0), *map(param, params), F32(0) if o.soft else F32(1), F32(o.v_reset),
-        F32(0) if o.detach_reset else F32(1), F32(o.alpha), spikes.numpy(), v.numpy(), statistics.numpy(), chunk_size(T),
-    )  # fmt: skip
-    return spikes, [v], x.new_empty((0, N)), statistics
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v,), (v0,) = grad_states, states
-    T, N = x.shape
-    gs, per_step = output_gradient(grad_out, x)
-    # (no torch fill before the kernel: torch's OpenMP threads would still be spinning when it starts)
-    gv = grad_v.contiguous() if grad_v is not None else x.new_empty(0)
-    gx, gv0, gp = empty(x.shape), torch.empty_like(v0), empty((3 if param_grads else 0, N))
-    _backward_kernel(o.surrogate, parallel(N, chunk_size(T)))(
-        np_(gs), per_step, grad_out is not None, np_(gv), np_(x), np_(v0), *map(param, params), F32(o.v_reset), o.soft,
-        F32(0) if o.detach_reset else F32(1), F32(0) if o.cut else F32(1), F32(o.alpha), param_grads, gx.numpy(),
-        gv0.numpy(), gp.numpy(), chunk_size(T),
-    )  # fmt: skip
-    return gx, [gv0], gp
-
-
-op = define_scan_op(LIF_MODEL, "numba", forward, backward, saved_rows=lambda T: 0)
+op = define_numba_op(
+    LIF_MODEL,
+    NumbaKernels(
+        forward=lambda o, stats, parallel: _forward_kernel(o.surrogate if stats else -1, parallel),
+        backward=lambda o, parallel: _backward_kernel(o.surrogate, parallel),
+        forward_options=reset_options,
+        backward_options=lambda o: (*reset_options(o), F32(0) if o.cut else F32(1)),
+        stats_rows=5,
+    ),
+)
 """``torch.ops.snnlab.lif_numba`` behind its ``ScanOp`` wrapper."""

@@ -12,24 +12,21 @@ reading a saved membrane: the same bytes moved, an eighth of the memory.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 import triton
 import triton.language as tl
-from torch import Tensor
-from torch.library import wrap_triton
 
-from ..scan_op import define_scan_op
-from ..triton_common import charge, exact, launch, param, reset, reset_grads, surrogate_grad
+from ..triton_common import (
+    charge,
+    define_triton_op,
+    initial,
+    param,
+    reset,
+    reset_constants,
+    reset_grads,
+    surrogate_grad,
+)
 from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import LIF_MODEL
-
-K = 8
-"""Steps per checkpointed segment."""
-BLOCK = 256
-"""Neurons per program at most; fewer when that leaves the GPU with too few programs."""
-NUM_WARPS = 4
 
 
 @triton.jit
@@ -46,10 +43,7 @@ def _forward_kernel(
     beta = param(beta_ptr, n, mask, beta_len)
     gain = param(gain_ptr, n, mask, gain_len)
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_V0:
-        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:  # at rest
-        v = tl.zeros([BLOCK], tl.float32)
+    v = initial(v0_ptr, n, mask, HAS_V0, BLOCK)  # 0 at rest
     k = tl.zeros([BLOCK], tl.float32)  # with STATS: dv[t-1]/dq along q = a constant input c, beta, gain, theta
     k_beta = tl.zeros([BLOCK], tl.float32)
     k_gain = tl.zeros([BLOCK], tl.float32)
@@ -109,10 +103,7 @@ def _backward_kernel(
     beta = param(beta_ptr, n, mask, beta_len)
     gain = param(gain_ptr, n, mask, gain_len)
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_GV:
-        a = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
-    else:
-        a = tl.zeros([BLOCK], tl.float32)
+    a = initial(gv_ptr, n, mask, HAS_GV, BLOCK)  # dL/dv[t], from the last step back
     acc_beta = tl.zeros([BLOCK], tl.float32)
     acc_gain = tl.zeros([BLOCK], tl.float32)
     acc_theta = tl.zeros([BLOCK], tl.float32)
@@ -161,54 +152,11 @@ def _backward_kernel(
         tl.store(gp_ptr + 2 * N + n, acc_theta, mask=mask)
 
 
-def _segments(T: int) -> int:
-    return triton.cdiv(T, K)
-
-
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    (v0,) = states
-    T, N = x.shape
-    spikes, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
-    ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    statistics = torch.empty((5 if stats else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
-        x, v0, *params, *(p.shape[0] for p in params), spikes, v, ckpt, statistics, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, SAVE=save, HAS_V0=v0.numel() > 0, STATS=stats, DETACH=o.detach_reset, SURROGATE=o.surrogate,
-        EXACT=exact(), K=K, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return spikes, [v], ckpt, statistics
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v,), (v0,) = grad_states, states
-    T, N = x.shape
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    gs = x if grad_out is None else grad_out
-    if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
-        gs = gs.contiguous()
-    gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
-    gp = torch.empty((3 if param_grads else 0, N), dtype=torch.float32, device=x.device)
-    wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
-        *(p.shape[0] for p in params), gx, gv0, gp, T, N, o.v_reset, o.alpha,
-        SOFT=o.soft, DETACH=o.detach_reset, CUT=o.cut, SURROGATE=o.surrogate, HAS_GS=grad_out is not None,
-        HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, EXACT=exact(), K=K, BLOCK=block,
-        num_warps=warps, enable_fp_fusion=False,
-    )  # fmt: skip
-    return gx, [gv0], gp
-
-
-op = define_scan_op(LIF_MODEL, "triton", forward, backward, saved_rows=_segments, triton=True)
+op = define_triton_op(
+    LIF_MODEL,
+    _forward_kernel,
+    _backward_kernel,
+    constants=lambda o: {**reset_constants(o), "CUT": o.cut},
+    stats_rows=5,
+)
 """``torch.ops.snnlab.lif_triton`` behind its ``ScanOp`` wrapper."""

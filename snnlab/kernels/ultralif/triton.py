@@ -1,7 +1,7 @@
 """Triton kernels of UltraLIF: forward over all T in one launch, backward over all T in one launch.
 
-Laid out as the LIF kernels (``snnlab.kernels.lif.triton``, whose launch sizes, parameter reads and segment length
-these share): each program owns BLOCK neurons and walks the time axis with the membrane in float32 registers.
+Laid out as the LIF kernels (``snnlab.kernels.lif.triton``), on the launch sizes, parameter reads and segment length
+of ``snnlab.kernels.triton_common``: each program owns BLOCK neurons and walks the time axis with the membrane in float32 registers.
 Saved for backward: references to the input and the initial membrane, plus the membrane at the start of every
 K-step segment (``[ceil(T/K), N]`` float32). The backward walks the segments from the last, recomputes a segment's
 K membranes from its checkpoint into registers and runs back through them.
@@ -9,17 +9,10 @@ K membranes from its checkpoint into registers and runs back through them.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 import triton
 import triton.language as tl
-from torch import Tensor
-from torch.library import wrap_triton
 
-from ..lif.triton import BLOCK, NUM_WARPS, K, _segments
-from ..scan_op import define_scan_op
-from ..triton_common import launch, param
+from ..triton_common import define_triton_op, initial, param
 from ..triton_common import unsupported as unsupported  # what the dispatch asks this backend's module
 from . import ULTRALIF_MODEL
 
@@ -43,10 +36,7 @@ def _forward_kernel(
     ln_tau = param(ln_tau_ptr, n, mask, ln_tau_len)
     eps = tl.where(mask, param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_V0:
-        v = tl.load(v0_ptr + n, mask=mask, other=0.0).to(tl.float32)
-    else:  # at rest
-        v = tl.zeros([BLOCK], tl.float32)
+    v = initial(v0_ptr, n, mask, HAS_V0, BLOCK)  # 0 at rest
     zero = tl.zeros([BLOCK], tl.int32)  # `zero + t < T` is a step's liveness as a vector, as masks need it
     x_ptrs = x_ptr + n
     s_ptrs = s_ptr + n
@@ -79,10 +69,7 @@ def _backward_kernel(
     ln_tau = param(ln_tau_ptr, n, mask, ln_tau_len)
     eps = tl.where(mask, param(eps_ptr, n, mask, eps_len), 1.0)  # no 0 / 0 in the lanes past N
     theta = param(theta_ptr, n, mask, theta_len)
-    if HAS_GV:
-        b = tl.load(gv_ptr + n, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t], from the last step back
-    else:
-        b = tl.zeros([BLOCK], tl.float32)
+    b = initial(gv_ptr, n, mask, HAS_GV, BLOCK)  # dL/dv[t], from the last step back
     acc_ln_tau = tl.zeros([BLOCK], tl.float32)
     acc_eps = tl.zeros([BLOCK], tl.float32)
     acc_theta = tl.zeros([BLOCK], tl.float32)
@@ -128,49 +115,5 @@ def _backward_kernel(
         tl.store(gp_ptr + 2 * N + n, acc_theta, mask=mask)
 
 
-def forward(
-    x: Tensor, states: list[Tensor], params: list[Tensor], o: Any, save: bool, stats: bool
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-    (v0,) = states
-    T, N = x.shape
-    out, v = torch.empty_like(x), x.new_empty(N, dtype=v0.dtype)
-    ckpt = torch.empty((_segments(T) if save else 0, N), dtype=torch.float32, device=x.device)
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    wrap_triton(_forward_kernel)[(triton.cdiv(N, block),)](
-        x, v0, *params, *(p.shape[0] for p in params), out, v, ckpt, T, N,
-        SAVE=save, HAS_V0=v0.numel() > 0, K=K, BLOCK=block, num_warps=warps,
-    )  # fmt: skip
-    return out, [v], ckpt, torch.empty((0, N), dtype=torch.float32, device=x.device)
-
-
-def backward(
-    grad_out: Tensor | None,
-    grad_states: list[Tensor | None],
-    x: Tensor,
-    states: list[Tensor],
-    params: list[Tensor],
-    saved: Tensor,
-    o: Any,
-    param_grads: bool,
-) -> tuple[Tensor, list[Tensor], Tensor]:
-    (grad_v,), (v0,) = grad_states, states
-    T, N = x.shape
-    block, warps = launch(N, x.device, BLOCK, NUM_WARPS)
-    gs = x if grad_out is None else grad_out
-    if gs.stride(1) > 1:  # any layout with (time, neuron) strides whose neuron stride is 0 or 1 is read in place
-        gs = gs.contiguous()
-    gx, gv0 = torch.empty_like(x), torch.empty_like(v0)
-    gp = torch.empty((3 if param_grads else 0, N), dtype=torch.float32, device=x.device)
-    wrap_triton(_backward_kernel)[(triton.cdiv(N, block),)](
-        gs, gs.stride(0), gs.stride(1), x if grad_v is None else grad_v.contiguous(), x, saved, *params,
-        *(p.shape[0] for p in params), gx, gv0, gp, T, N,
-        HAS_GS=grad_out is not None, HAS_GV=grad_v is not None, PARAM_GRADS=param_grads, HAS_V0=v0.numel() > 0, K=K,
-        BLOCK=block, num_warps=warps,
-    )  # fmt: skip
-    return gx, [gv0], gp
-
-
-__all__ = ["op", "unsupported"]
-
-op = define_scan_op(ULTRALIF_MODEL, "triton", forward, backward, saved_rows=_segments, triton=True)
+op = define_triton_op(ULTRALIF_MODEL, _forward_kernel, _backward_kernel, exact_products=False)
 """``torch.ops.snnlab.ultralif_triton`` behind its ``ScanOp`` wrapper."""
