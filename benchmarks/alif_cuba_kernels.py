@@ -19,17 +19,15 @@ The layers: x ``[T, 64, N/64]`` from ``randn``, threshold 1, soft reset, atan su
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from lif_kernels import B, Case, copy_bandwidth, measure, summarize
+from lif_kernels import B, Case, add_layer_arguments, copy_bandwidth, measure, start_report, summarize
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # snnlab from this source tree
@@ -114,35 +112,15 @@ def summarize_models(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", choices=["alif", "cuba"], default=["alif", "cuba"])
-    parser.add_argument("--T", type=int, nargs="+", default=[8, 32, 128])
-    parser.add_argument("--N", type=int, nargs="+", help="neurons per step (B x features); GPU default 65536 1048576")
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and numba)")
-    parser.add_argument("--libraries", nargs="+", default=["snnlab-torch", "snnlab-fast", "snntorch", "spikingjelly"])
-    parser.add_argument("--out", type=Path, help="write the results as JSON")
-    parser.add_argument("--summarize", type=Path, metavar="JSON", help="only print the tables of a saved run")
+    add_layer_arguments(parser, ["snnlab-torch", "snnlab-fast", "snntorch", "spikingjelly"])
     args = parser.parse_args()
     if args.summarize:
         print(summarize_models(json.loads(args.summarize.read_text())))
         return
     device = args.device
     sizes = args.N or ([65536, 2**20] if device == "cuda" else [65536])
-    torch.set_num_threads(args.threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
-    report: dict = {
-        "command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
-        "device_kind": device, "torch": torch.__version__, "python": platform.python_version(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
-        f"{args.threads} threads", "timing": "median of CUDA events" if device == "cuda" else f"min of {args.reps}",
-        "models": args.models, "results": [], "errors": [],
-    }  # fmt: skip
+    report = {**start_report(args), "models": args.models}
     if device == "cuda":
         report["copy_GBs"] = copy_bandwidth(args.reps)
         print(f"copy bandwidth: {report['copy_GBs']:.0f} GB/s")

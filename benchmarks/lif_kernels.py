@@ -377,24 +377,20 @@ def summarize(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_layer_arguments(parser: argparse.ArgumentParser, libraries: list[str]) -> None:
+    """The options of a one-layer kernel benchmark (this one and ``alif_cuba_kernels.py``)."""
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--T", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--N", type=int, nargs="+", help="neurons per step (B x features); GPU default 65536 1048576")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and numba)")
-    parser.add_argument("--libraries", nargs="+", default=["snnlab-torch", "snnlab-fast", "snntorch", "norse",
-                                                            "spikingjelly"])  # fmt: skip
-    parser.add_argument("--sweep", action="store_true", help="first pick the fastest Triton configuration")
+    parser.add_argument("--libraries", nargs="+", default=libraries)
     parser.add_argument("--out", type=Path, help="write the results as JSON")
-    parser.add_argument("--summarize", type=Path, metavar="JSON", help="only print the table of a saved run")
-    args = parser.parse_args()
-    if args.summarize:
-        print(summarize(json.loads(args.summarize.read_text())))
-        return
-    device = args.device
-    sizes = args.N or ([65536, 2**20] if device == "cuda" else [65536])
+    parser.add_argument("--summarize", type=Path, metavar="JSON", help="only print the table(s) of a saved run")
+
+
+def start_report(args: argparse.Namespace) -> dict:
+    """Set torch's and Numba's threads to ``--threads``; the report's header (command, date, device, timing)."""
     torch.set_num_threads(args.threads)
     try:
         import numba
@@ -402,13 +398,27 @@ def main() -> None:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
-    report: dict = {
+    device = args.device
+    return {
         "command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
         "device_kind": device, "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}, "
         f"{args.threads} threads", "timing": "median of CUDA events" if device == "cuda" else f"min of {args.reps}",
         "results": [], "errors": [],
     }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_layer_arguments(parser, ["snnlab-torch", "snnlab-fast", "snntorch", "norse", "spikingjelly"])
+    parser.add_argument("--sweep", action="store_true", help="first pick the fastest Triton configuration")
+    args = parser.parse_args()
+    if args.summarize:
+        print(summarize(json.loads(args.summarize.read_text())))
+        return
+    device = args.device
+    sizes = args.N or ([65536, 2**20] if device == "cuda" else [65536])
+    report = start_report(args)
     try:
         import triton
 
